@@ -1,0 +1,49 @@
+# fti-assets: `make demo` runs the whole FTI graph on embedded defaults; `make test` passes the tests.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export DAGSTER_DISABLE_TELEMETRY := true
+HOST ?= 127.0.0.1
+
+.PHONY: install demo ui mlflow-ui test lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel of torch first: with torch present, the project's `torch>=2.2` downloads nothing more.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m fti_assets.demo $(ARGS)
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h $(HOST) -p 3000 -w workspace.yaml
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check fti_assets fti_assets_tests feature_repo
+	$(BIN)/ruff format --check fti_assets fti_assets_tests feature_repo
+
+format: install
+	$(BIN)/ruff format fti_assets fti_assets_tests feature_repo
+	$(BIN)/ruff check --fix fti_assets fti_assets_tests feature_repo
+
+clean:
+	rm -rf data $(VENV)

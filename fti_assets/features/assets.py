@@ -1,0 +1,138 @@
+"""Feature pipeline: raw transactions -> daily customer features -> Feast offline and online stores."""
+
+
+import time
+from datetime import timedelta
+
+import pandas as pd
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    BackfillPolicy,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    TimeWindowPartitionMapping,
+    asset,
+)
+
+from fti_assets.features.transform import FEATURE_TABLE_COLUMNS, compute_customer_features, lookback_start
+from fti_assets.metadata import table_metadata
+from fti_assets.partitions import daily_partitions, run_days
+from fti_assets.resources.feast import FeastResource, repo_version
+from fti_assets.resources.lake import LakeResource, days
+from fti_assets.settings import PROJECT_ROOT, ProjectSettings
+from fti_assets.versioning import frame_version
+
+OWNERS = ["team:ml-platform"]
+FEATURE_TABLE = "customer_features"
+
+
+def build_feature_assets(settings: ProjectSettings) -> list:
+    lookback_days = (settings.start_date - lookback_start(settings.start_date, settings.active_window_days)).days
+
+    @asset(
+        name="feature_definitions",
+        group_name="features",
+        kinds={"feast"},
+        owners=OWNERS,
+        # Any edit of feature_repo/ changes the code version, so the UI marks what depends on it as stale.
+        code_version=repo_version(PROJECT_ROOT / "feature_repo"),
+        description=(
+            "`feast apply` of feature_repo/: the customer entity, the daily feature source, the feature views "
+            "and the versioned FeatureServices that training and inference ask for by name."
+        ),
+    )
+    def feature_definitions(context: AssetExecutionContext, feast: FeastResource):
+        objects = feast.definitions()
+        store = feast.store()
+        store.apply(objects)
+        services = {o.name: feast.feature_schema_hash(o.name) for o in store.list_feature_services()}
+        context.log.info(f"applied {len(objects)} Feast objects; feature services: {sorted(services)}")
+        return MaterializeResult(
+            metadata={
+                "feature_views": MetadataValue.json(sorted(v.name for v in store.list_feature_views())),
+                "feature_services": MetadataValue.json(services),
+                "registry": MetadataValue.path(feast.registry_path),
+            },
+            data_version=DataVersion(feast.definitions_version()),
+        )
+
+    @asset(
+        name=FEATURE_TABLE,
+        group_name="features",
+        partitions_def=daily_partitions(settings),
+        backfill_policy=BackfillPolicy.single_run(),
+        deps=[
+            AssetDep("raw_transactions", partition_mapping=TimeWindowPartitionMapping(start_offset=-lookback_days)),
+            "raw_customers",
+            "feature_definitions",
+        ],
+        kinds={"duckdb", "parquet", "feast"},
+        owners=OWNERS,
+        code_version="1",
+        description=(
+            "Per active customer and day: spend sum/mean and purchase count over 7/30/90 days, days since the "
+            "last purchase and tenure, as of the end of the day. The Feast offline source of the feature views."
+        ),
+    )
+    def customer_features(context: AssetExecutionContext, lake: LakeResource):
+        first, end = run_days(context)
+        transactions = lake.read_days("raw_transactions", lookback_start(first, settings.active_window_days), end)
+        if transactions.empty:
+            transactions = pd.DataFrame({"customer_id": [], "day": [], "amount": []})
+        customers = pd.read_parquet(lake.table_path("raw_customers"))
+        features = compute_customer_features(
+            transactions, customers, first, end, settings.active_window_days, settings.source.timezone
+        )
+        for day in days(first, end):
+            lake.write_day(FEATURE_TABLE, day, features[features["as_of_day"] == day.isoformat()])
+        per_day = features.groupby("as_of_day").size()
+        context.log.info(f"{len(features)} feature rows for {len(per_day)} days ({first} .. {end})")
+        return MaterializeResult(
+            metadata={
+                "days": f"{first} .. {end}",
+                "customers_per_day_mean": float(per_day.mean()) if len(per_day) else 0.0,
+                "feature_means": MetadataValue.json(
+                    {c: round(float(features[c].mean()), 4) for c in FEATURE_TABLE_COLUMNS[3:]} if len(features) else {}
+                ),
+                **table_metadata(features, lake.day_path(FEATURE_TABLE, first).parent),
+            },
+            data_version=DataVersion(frame_version(features)),
+        )
+
+    @asset(
+        name="online_features",
+        group_name="features",
+        deps=[AssetDep(FEATURE_TABLE), "feature_definitions"],
+        kinds={"feast", "sqlite"},
+        owners=OWNERS,
+        code_version="1",
+        description=(
+            "The latest feature values per customer, materialized from the offline table into the Feast "
+            "online store (SQLite by default, Redis by configuration) for online serving."
+        ),
+    )
+    def online_features(context: AssetExecutionContext, feast: FeastResource, lake: LakeResource):
+        written = lake.written_days(FEATURE_TABLE)
+        if not written:
+            raise ValueError("no customer_features partition has been materialized yet")
+        latest = pd.read_parquet(lake.day_path(FEATURE_TABLE, written[-1]))
+        store = feast.store()
+        started = time.perf_counter()
+        end = pd.Timestamp(latest["event_timestamp"].max()).to_pydatetime() + timedelta(seconds=1)
+        # Rows older than the views' one-day TTL describe customers who are no longer active.
+        store.materialize(start_date=end - timedelta(days=1), end_date=end)
+        seconds = time.perf_counter() - started
+        context.log.info(f"materialized {len(latest)} customers as of {written[-1]} in {seconds:.1f} s")
+        return MaterializeResult(
+            metadata={
+                "as_of_day": written[-1].isoformat(),
+                "entities": len(latest),
+                "materialize_seconds": round(seconds, 2),
+                "online_store": feast.online_store,
+            },
+            data_version=DataVersion(frame_version(latest)),
+        )
+
+    return [feature_definitions, customer_features, online_features]

@@ -1,0 +1,59 @@
+"""The lake: parquet files per asset and day partition, written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+from dagster import ConfigurableResource
+from pydantic import Field
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
+    """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def days(first: date, end: date) -> list[date]:
+    """The days in [first, end)."""
+    return [first + timedelta(days=i) for i in range((end - first).days)]
+
+
+class LakeResource(ConfigurableResource):
+    """Local (or mounted object-store) folder holding one parquet file per asset and day."""
+
+    root: str = Field(description="Folder of the lake; one sub-folder per asset.")
+
+    def day_path(self, asset: str, day: date) -> Path:
+        return Path(self.root, asset, f"{day.isoformat()}.parquet")
+
+    def table_path(self, name: str) -> Path:
+        return Path(self.root, f"{name}.parquet")
+
+    def write_day(self, asset: str, day: date, frame: pd.DataFrame) -> Path:
+        return write_parquet_atomic(frame, self.day_path(asset, day))
+
+    def read_days(self, asset: str, first: date, end: date, columns: list[str] | None = None) -> pd.DataFrame:
+        """Rows of the days in [first, end) that have been written; days never written are absent."""
+        paths = [p for p in (self.day_path(asset, d) for d in days(first, end)) if p.exists()]
+        if not paths:
+            return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
+        return pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
+
+    def written_days(self, asset: str) -> list[date]:
+        folder = Path(self.root, asset)
+        if not folder.exists():
+            return []
+        return sorted(date.fromisoformat(p.stem) for p in folder.glob("*.parquet"))

@@ -1,0 +1,69 @@
+"""MLflow: experiment tracking through dagster-mlflow, and the model registry with the champion alias."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import ConfigurableResource, Field, InitResourceContext, resource
+from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
+from pydantic import Field as PydanticField
+
+CHAMPION = "champion"
+
+
+@resource(
+    config_schema={
+        **CONFIG_SCHEMA,
+        "artifact_location": Field(str, description="Where the experiment keeps its artifacts."),
+    },
+    description="dagster-mlflow's tracking run, with the experiment's artifacts kept under the data folder.",
+)
+def mlflow_tracking(context: InitResourceContext) -> MlFlow:
+    import mlflow
+
+    config = context.resource_config
+    mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
+    if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
+        # Otherwise MLflow puts artifacts in ./mlruns of whatever folder the process started in.
+        Path(config["artifact_location"]).mkdir(parents=True, exist_ok=True)
+        mlflow.create_experiment(config["experiment_name"], artifact_location=config["artifact_location"])
+    active = mlflow.active_run()
+    if active is not None and active.data.tags.get("dagster_run_id") != context.run_id:
+        # A run of an earlier Dagster run in this process (tests, the demo) must not swallow this one.
+        mlflow.end_run()
+    return MlFlow(context)
+
+
+class ModelRegistryResource(ConfigurableResource):
+    """The MLflow model registry: the only way inference reaches a model."""
+
+    tracking_uri: str = PydanticField(description="MLflow tracking/registry URI (MLFLOW_TRACKING_URI).")
+    model_name: str = "customer_churn"
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def champion(self):
+        """The ModelVersion the champion alias points at, or None before the first promotion."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(self.model_name, CHAMPION)
+        except MlflowException:
+            return None
+
+    def set_champion(self, version: str, reason: str) -> None:
+        client = self.client()
+        client.set_registered_model_alias(self.model_name, CHAMPION, version)
+        client.set_model_version_tag(self.model_name, version, "promotion_reason", reason)
+
+    def load_model(self, version: str):
+        """The pyfunc model of a version (the champion's, for inference)."""
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
+
+    def ui_link(self, version: str) -> str:
+        return f"MLflow: `make mlflow-ui`, then models / {self.model_name} / version {version}"

@@ -1,0 +1,160 @@
+"""Project settings: where the data comes from and the time frame of the use case.
+
+One YAML file (``FTI_CONFIG``, default: the embedded simulator settings) says which source to read,
+how its columns map to the standard schema, its time zone, the date range and the label horizon.
+Pointing the project at other data is a new file, never a code change. URLs that may carry
+credentials can be left out of the file and given as environment variables instead
+(``FTI_SOURCE_URL``, ``FTI_PREDICTIONS_URL``, ``MLFLOW_TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import yaml
+from dagster import Config
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "simulated.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TransactionColumns(Config):
+    """Source column names for the standard transaction schema."""
+
+    transaction_id: list[str] = Field(
+        description="Column (or columns, joined) that identify one transaction; duplicates are quarantined."
+    )
+    customer_id: str
+    timestamp: str
+    amount: str = Field(
+        description="A column name, or a pandas expression over source columns such as 'Quantity * Price'."
+    )
+    country: str | None = Field(
+        default=None, description="Optional; used to derive customers when the source has no customer table."
+    )
+
+    @field_validator("transaction_id", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class CustomerColumns(Config):
+    """Source column names of an optional customer table."""
+
+    table: str
+    customer_id: str
+    country: str | None = None
+    segment: str | None = None
+    signup_date: str | None = None
+
+
+class SourceSettings(_Strict):
+    url: str | None = Field(default=None, description="SQLAlchemy URL of the source database.")
+    path: str | None = Field(default=None, description="A CSV or parquet file instead of a database.")
+    transactions_table: str = "transactions"
+    columns: TransactionColumns
+    customers: CustomerColumns | None = None
+    timezone: str = Field(default="UTC", description="Time zone of naive source timestamps and of day partitions.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises ZoneInfoNotFoundError with the bad name
+        return value
+
+    @model_validator(mode="after")
+    def _one_location(self) -> SourceSettings:
+        if not self.url and not self.path and not os.environ.get("FTI_SOURCE_URL"):
+            raise ValueError("source: set 'url' (SQLAlchemy URL), 'path' (CSV/parquet file) or FTI_SOURCE_URL")
+        return self
+
+
+class SplitSettings(_Strict):
+    """Time-based split of the labelled as-of days: the last days test, the days before them validation."""
+
+    validation_days: int = Field(default=20, ge=1)
+    test_days: int = Field(default=20, ge=1)
+
+
+class SimulatorSettings(_Strict):
+    """Arguments of `fti_assets.simulate.simulate` for the embedded source."""
+
+    n_customers: int = Field(default=5000, ge=1)
+    days: int = Field(default=180, ge=1)
+    start: date = date(2026, 1, 1)
+    seed: int = 42
+
+
+class ProjectSettings(_Strict):
+    data_dir: Path = Field(default=PROJECT_ROOT / "data", description="Everything the project writes.")
+    source: SourceSettings
+    start_date: date = Field(description="First day partition.")
+    end_date: date = Field(description="Last day partition (inclusive).")
+    label_horizon_days: int = Field(default=30, ge=1, description="Churned on D = no purchase in (D, D+h].")
+    active_window_days: int = Field(
+        default=90, ge=1, description="A customer is in the population on D after a purchase in the last N days."
+    )
+    split: SplitSettings = SplitSettings()
+    feature_service: str = "customer_churn_v1"
+    model_name: str = "customer_churn"
+    simulator: SimulatorSettings | None = Field(default=None, description="Fill the source with the simulator.")
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> ProjectSettings:
+        if self.end_date < self.start_date:
+            raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
+        return self
+
+    @property
+    def end_exclusive(self) -> date:
+        return self.end_date + timedelta(days=1)
+
+    @property
+    def source_url(self) -> str | None:
+        return os.environ.get("FTI_SOURCE_URL") or self.source.url
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.data_dir, *parts)
+
+
+def _expand(value: object) -> object:
+    """Expand ${VARS} and ~ in every string value of the file."""
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, str):
+        return os.path.expanduser(os.path.expandvars(value))
+    return value
+
+
+def load_settings(path: str | os.PathLike | None = None, **overrides: object) -> ProjectSettings:
+    """Read settings from ``path`` (or ``FTI_CONFIG``, or the embedded default); ``overrides`` win."""
+    config_path = Path(path or os.environ.get("FTI_CONFIG") or DEFAULT_CONFIG).resolve()
+    if not config_path.exists():
+        raise FileNotFoundError(f"settings file not found: {config_path} (set FTI_CONFIG to a YAML file)")
+    raw = yaml.safe_load(config_path.read_text()) or {}
+    raw = _expand(raw)
+    if os.environ.get("FTI_DATA_DIR"):
+        raw["data_dir"] = os.environ["FTI_DATA_DIR"]
+    raw.update(overrides)
+    # Relative paths in the file are relative to the project root, wherever the command runs.
+    data_dir = Path(raw.get("data_dir", PROJECT_ROOT / "data"))
+    raw["data_dir"] = data_dir if data_dir.is_absolute() else PROJECT_ROOT / data_dir
+    source = dict(raw.get("source", {}))
+    if source.get("path") and not Path(source["path"]).is_absolute():
+        source["path"] = str(PROJECT_ROOT / source["path"])
+    if not source.get("url") and not source.get("path") and raw.get("simulator") is not None:
+        source["url"] = f"sqlite:///{raw['data_dir']}/source.db"
+    raw["source"] = source
+    return ProjectSettings.model_validate(raw)
+

@@ -1,0 +1,391 @@
+"""Training pipeline: labels, point-in-time training datasets, candidate models, the champion alias."""
+
+
+import json
+import os
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetDep,
+    AssetExecutionContext,
+    BackfillPolicy,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    TimeWindowPartitionMapping,
+    asset,
+)
+from pydantic import Field
+
+from fti_assets.features.transform import lookback_start
+from fti_assets.metadata import table_metadata
+from fti_assets.partitions import daily_partitions, run_days
+from fti_assets.resources.feast import FeastResource
+from fti_assets.resources.lake import LakeResource, days, write_parquet_atomic
+from fti_assets.resources.mlflow import ModelRegistryResource
+from fti_assets.settings import PROJECT_ROOT, ProjectSettings
+from fti_assets.training.dataset import assign_split, split_by_time
+from fti_assets.training.evaluation import promotion_decision
+from fti_assets.training.labels import compute_churn_labels, label_days
+from fti_assets.training.models import (
+    TrainedModel,
+    best_f1_threshold,
+    classification_metrics,
+    train_mlp,
+    train_sklearn_baseline,
+)
+from fti_assets.versioning import frame_version
+
+OWNERS = ["team:ml"]
+LABELS = "churn_labels"
+MODEL_CODE_VERSION = "1"
+# Kubernetes GPU limit for the PyTorch step; applied per step under the k8s_job_executor (deploy/).
+GPU_OP_TAGS = {
+    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}
+}
+
+
+def git_commit() -> str:
+    if os.environ.get("FTI_GIT_COMMIT"):
+        return os.environ["FTI_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class SklearnConfig(Config):
+    c: float = Field(default=1.0, description="Inverse regularization strength of the logistic regression.")
+    seed: int = 7
+
+
+class MlpConfig(Config):
+    hidden: list[int] = Field(default=[64, 32], description="Hidden layer widths.")
+    epochs: int = 8
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    seed: int = 7
+
+
+def build_training_assets(settings: ProjectSettings) -> list:
+    lookback_days = (settings.start_date - lookback_start(settings.start_date, settings.active_window_days)).days
+    horizon = settings.label_horizon_days
+
+    @asset(
+        name=LABELS,
+        group_name="training",
+        partitions_def=daily_partitions(settings),
+        backfill_policy=BackfillPolicy.single_run(),
+        deps=[
+            AssetDep(
+                "raw_transactions",
+                partition_mapping=TimeWindowPartitionMapping(
+                    start_offset=-lookback_days, end_offset=horizon, allow_nonexistent_upstream_partitions=True
+                ),
+            )
+        ],
+        kinds={"pandas", "parquet"},
+        owners=OWNERS,
+        code_version="1",
+        description=(
+            f"churned = 1 when a customer active on day D buys nothing in (D, D+{horizon} days]. Reads raw days "
+            "after D, so a day whose horizon is not complete yet gets no labels (and is labelled once it is)."
+        ),
+    )
+    def churn_labels(context: AssetExecutionContext, lake: LakeResource):
+        first, end = run_days(context)
+        written = [d for d in lake.written_days("raw_transactions") if d <= settings.end_date]
+        last_complete = written[-1] if written else None
+        first, labelled_end = label_days(first, end, horizon, last_complete)
+        transactions = lake.read_days(
+            "raw_transactions",
+            lookback_start(first, settings.active_window_days),
+            labelled_end + timedelta(days=horizon),
+            columns=["customer_id", "day", "amount"],
+        )
+        labels = compute_churn_labels(
+            transactions, first, labelled_end, settings.active_window_days, horizon, settings.source.timezone
+        )
+        for day in days(first, labelled_end):
+            lake.write_day(LABELS, day, labels[labels["as_of_day"] == day.isoformat()])
+        unlabelled = (end - labelled_end).days
+        context.log.info(
+            f"{len(labels)} labels for {(labelled_end - first).days} days; {unlabelled} days wait for their horizon"
+        )
+        return MaterializeResult(
+            metadata={
+                "labelled_days": (labelled_end - first).days,
+                "days_waiting_for_horizon": unlabelled,
+                "positive_rate": float(labels["churned"].mean()) if len(labels) else 0.0,
+                "horizon_days": horizon,
+                **table_metadata(labels),
+            },
+            data_version=DataVersion(frame_version(labels)),
+        )
+
+    @asset(
+        name="training_dataset",
+        group_name="training",
+        deps=[AssetDep(LABELS), AssetDep("customer_features"), "feature_definitions"],
+        kinds={"feast", "parquet"},
+        owners=OWNERS,
+        code_version="1",
+        description=(
+            f"Labels joined point-in-time to the features of the `{settings.feature_service}` FeatureService "
+            "(Feast get_historical_features), split by time into train / validation / test. Written once per "
+            "content hash under datasets/training/ and never overwritten."
+        ),
+    )
+    def training_dataset(context: AssetExecutionContext, lake: LakeResource, feast: FeastResource):
+        labels = lake.read_days(LABELS, settings.start_date, settings.end_exclusive)
+        if labels.empty:
+            raise ValueError("no labelled day yet: materialize churn_labels for days whose horizon is complete")
+        store = feast.store()
+        service = store.get_feature_service(settings.feature_service)
+        entity_df = labels[["customer_id", "event_timestamp", "as_of_day", "churned"]]
+        joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+        feature_columns = feast.feature_columns(settings.feature_service)
+        # Feast keeps no row order: sort, so the same inputs give the same bytes and the same version.
+        joined = joined.sort_values(["as_of_day", "customer_id"]).reset_index(drop=True)
+        joined["customer_id"] = joined["customer_id"].astype("string")
+        periods = split_by_time(
+            joined["as_of_day"].tolist(), settings.split.validation_days, settings.split.test_days
+        )
+        joined["split"] = assign_split(joined["as_of_day"], periods)
+        dataset = joined[["customer_id", "event_timestamp", "as_of_day", "split", "churned", *feature_columns]]
+        version = frame_version(dataset)
+        path = settings.path("datasets", "training", f"{version}.parquet")
+        if not path.exists():
+            write_parquet_atomic(dataset, path)
+        missing = int(dataset[feature_columns].isna().any(axis=1).sum())
+        split_rows = dataset["split"].value_counts().to_dict()
+        context.log.info(f"training dataset {version}: {len(dataset)} rows {split_rows}")
+        value = {
+            "version": version,
+            "path": str(path),
+            "feature_service": settings.feature_service,
+            "feature_schema_hash": feast.feature_schema_hash(settings.feature_service),
+            "features": feature_columns,
+            "periods": periods.as_metadata(),
+        }
+        return Output(
+            value,
+            metadata={
+                "dataset_version": version,
+                "positive_rate": float(dataset["churned"].mean()),
+                "rows_per_split": MetadataValue.json({k: int(v) for k, v in split_rows.items()}),
+                "periods": MetadataValue.json(periods.as_metadata()),
+                "feature_refs": MetadataValue.json([f"{settings.feature_service}: {c}" for c in feature_columns]),
+                "rows_missing_features": missing,
+                **table_metadata(dataset, path),
+            },
+            data_version=DataVersion(version),
+        )
+
+    def _split(dataset: pd.DataFrame, features: list[str], name: str) -> tuple[np.ndarray, np.ndarray]:
+        part = dataset[dataset["split"] == name]
+        return part[features].astype("float64").fillna(0.0).to_numpy(), part["churned"].to_numpy()
+
+    def _evaluate_and_log(context, model: TrainedModel, dataset_info: dict) -> dict:
+        """Score validation and test, log params/metrics/model to a nested MLflow run, return the summary."""
+        import mlflow as mlflow_lib
+        from mlflow.models import infer_signature
+
+        dataset = pd.read_parquet(dataset_info["path"])
+        features = dataset_info["features"]
+        x_val, y_val = _split(dataset, features, "validation")
+        x_test, y_test = _split(dataset, features, "test")
+        val_scores, test_scores = model.predict(x_val), model.predict(x_test)
+        threshold = best_f1_threshold(y_val, val_scores)
+        model.spec["threshold"] = threshold
+        model.spec_path.write_text(json.dumps(model.spec))
+        metrics = {
+            **{f"validation_{k}": v for k, v in classification_metrics(y_val, val_scores, threshold).items()},
+            **{f"test_{k}": v for k, v in classification_metrics(y_test, test_scores, threshold).items()},
+            "threshold": threshold,
+            "train_seconds": model.train_seconds,
+        }
+        mlflow = context.resources.mlflow
+        with mlflow.start_run(run_name=f"{model.kind}-{dataset_info['version']}", nested=True) as run:
+            mlflow.log_params({**model.params, "training_dataset_version": dataset_info["version"]})
+            mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+            # Floats: the scorer reads every feature as float64, and missing values stay representable.
+            example = dataset[features].head(5).astype("float64")
+            info = mlflow_lib.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("scorer.py")),
+                artifacts=model.artifacts,
+                signature=infer_signature(example, model.predict(example.to_numpy())),
+                input_example=example,
+                # Naming the requirements skips MLflow's slow requirement inference.
+                pip_requirements=_pip_requirements(model.kind),
+            )
+        context.log.info(
+            f"{model.kind}: validation PR-AUC {metrics['validation_pr_auc']:.3f}, "
+            f"test PR-AUC {metrics['test_pr_auc']:.3f}, ROC-AUC {metrics['test_roc_auc']:.3f}"
+        )
+        return {"kind": model.kind, "run_id": run.info.run_id, "model_uri": info.model_uri, "metrics": metrics}
+
+    def _model_output(summary: dict) -> Output:
+        metrics = summary["metrics"]
+        return Output(
+            summary,
+            metadata={
+                "mlflow_run_id": summary["run_id"],
+                "model_uri": summary["model_uri"],
+                "metrics": MetadataValue.json({k: round(v, 4) for k, v in metrics.items()}),
+                "validation_pr_auc": metrics["validation_pr_auc"],
+                "test_pr_auc": metrics["test_pr_auc"],
+                "test_roc_auc": metrics["test_roc_auc"],
+            },
+        )
+
+    @asset(
+        name="sklearn_model",
+        group_name="training",
+        required_resource_keys={"mlflow"},
+        kinds={"scikitlearn", "mlflow"},
+        owners=OWNERS,
+        code_version=MODEL_CODE_VERSION,
+        description="Standardized logistic regression baseline, trained on the train period and logged to MLflow.",
+    )
+    def sklearn_model(context: AssetExecutionContext, config: SklearnConfig, training_dataset: dict):
+        dataset = pd.read_parquet(training_dataset["path"])
+        x, y = _split(dataset, training_dataset["features"], "train")
+        out_dir = settings.path("models", f"sklearn-{context.run.run_id}")
+        model = train_sklearn_baseline(x, y, training_dataset["features"], out_dir, seed=config.seed, c=config.c)
+        return _model_output(_evaluate_and_log(context, model, training_dataset))
+
+    @asset(
+        name="mlp_model",
+        group_name="training",
+        required_resource_keys={"mlflow", "torch_device"},
+        kinds={"pytorch", "mlflow"},
+        owners=OWNERS,
+        code_version=MODEL_CODE_VERSION,
+        pool="gpu",
+        op_tags=GPU_OP_TAGS,
+        description=(
+            "PyTorch MLP on the same data; trains on CUDA when present, else the CPU. Runs in the `gpu` "
+            "concurrency pool and carries a Kubernetes GPU limit for the k8s executor."
+        ),
+    )
+    def mlp_model(context: AssetExecutionContext, config: MlpConfig, training_dataset: dict):
+        dataset = pd.read_parquet(training_dataset["path"])
+        x, y = _split(dataset, training_dataset["features"], "train")
+        device = context.resources.torch_device.device()
+        context.log.info(f"training the MLP on {device}: {len(x)} rows, {config.epochs} epochs")
+        model = train_mlp(
+            x, y, training_dataset["features"], settings.path("models", f"mlp-{context.run.run_id}"),
+            seed=config.seed, device=device, hidden=config.hidden, epochs=config.epochs,
+            batch_size=config.batch_size, learning_rate=config.learning_rate,
+            log_epoch=lambda epoch, loss: context.log.info(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}"),
+        )
+        return _model_output(_evaluate_and_log(context, model, training_dataset))
+
+    @asset(
+        name="candidate_model",
+        group_name="training",
+        kinds={"mlflow"},
+        owners=OWNERS,
+        code_version=MODEL_CODE_VERSION,
+        description=(
+            "The better of the trained models on the validation period (PR-AUC), registered in MLflow as a new "
+            "version with its feature service, feature schema hash, training dataset version, code version "
+            "and git commit."
+        ),
+    )
+    def candidate_model(
+        context: AssetExecutionContext,
+        registry: ModelRegistryResource,
+        training_dataset: dict,
+        sklearn_model: dict,
+        mlp_model: dict,
+    ):
+        import mlflow
+
+        best = max([sklearn_model, mlp_model], key=lambda m: m["metrics"]["validation_pr_auc"])
+        tags = {
+            "feature_service": training_dataset["feature_service"],
+            "feature_schema_hash": training_dataset["feature_schema_hash"],
+            "training_dataset_version": training_dataset["version"],
+            "code_version": MODEL_CODE_VERSION,
+            "git_commit": git_commit(),
+            "model_kind": best["kind"],
+            "mlflow_run_id": best["run_id"],
+            **{k: repr(v) for k, v in best["metrics"].items()},
+        }
+        mlflow.set_tracking_uri(registry.tracking_uri)
+        version = mlflow.register_model(best["model_uri"], registry.model_name, tags=tags)
+        context.log.info(f"registered {registry.model_name} version {version.version} ({best['kind']})")
+        summary = {"version": str(version.version), **best, "tags": tags}
+        return Output(
+            summary,
+            metadata={
+                "model_version": str(version.version),
+                "model_kind": best["kind"],
+                "metrics": MetadataValue.json({k: round(v, 4) for k, v in best["metrics"].items()}),
+                "registry": registry.ui_link(version.version),
+                "compared": MetadataValue.json(
+                    {m["kind"]: round(m["metrics"]["validation_pr_auc"], 4) for m in (sklearn_model, mlp_model)}
+                ),
+                "tags": MetadataValue.json(tags),
+            },
+        )
+
+    @asset(
+        name="champion_model",
+        group_name="training",
+        kinds={"mlflow"},
+        owners=OWNERS,
+        code_version=MODEL_CODE_VERSION,
+        description=(
+            "Moves the MLflow alias `champion` to the candidate when it passes the promotion policy (the first "
+            "model must beat a trivial baseline; later ones the champion's test PR-AUC). Inference serves "
+            "whatever this alias points at."
+        ),
+    )
+    def champion_model(context: AssetExecutionContext, registry: ModelRegistryResource, candidate_model: dict):
+        current = registry.champion()
+        current_metrics = (
+            {k: float(v) for k, v in current.tags.items() if k.startswith(("test_", "validation_"))}
+            if current is not None
+            else None
+        )
+        decision = promotion_decision(candidate_model["metrics"], current_metrics)
+        if decision.promote:
+            registry.set_champion(candidate_model["version"], decision.reason)
+        champion = registry.champion()
+        context.log.info(
+            f"candidate v{candidate_model['version']} {'promoted' if decision.promote else 'not promoted'}: "
+            f"{decision.reason}"
+        )
+        return MaterializeResult(
+            metadata={
+                "champion_version": str(champion.version) if champion else "none",
+                "candidate_version": candidate_model["version"],
+                "promoted": decision.promote,
+                "reason": decision.reason,
+                "previous_champion": str(current.version) if current else "none",
+                "feature_service": champion.tags.get("feature_service", "") if champion else "",
+            },
+            data_version=DataVersion(str(champion.version) if champion else "none"),
+        )
+
+    return [churn_labels, training_dataset, sklearn_model, mlp_model, candidate_model, champion_model]
+
+
+def _pip_requirements(kind: str) -> list[str]:
+    from importlib.metadata import version
+
+    names = ["mlflow", "pandas", "numpy"] + (["scikit-learn"] if kind == "sklearn" else ["torch"])
+    return [f"{name}=={version(name)}" for name in names]

@@ -1,0 +1,47 @@
+"""Shared fixtures: quiet MLflow, small simulated settings, a throwaway Dagster instance per use."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
+
+from fti_assets.settings import DEFAULT_CONFIG, PROJECT_ROOT, ProjectSettings, load_settings  # noqa: E402
+
+REAL_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "online_retail_ii_sample.csv"
+
+
+def small_settings(data_dir: Path, **overrides) -> ProjectSettings:
+    """The embedded simulator at test size: 400 customers over 100 days, 14-day labels."""
+    values = dict(
+        data_dir=str(data_dir),
+        simulator={"n_customers": 400, "days": 100, "start": "2026-01-01", "seed": 3},
+        start_date="2026-01-01",
+        end_date="2026-04-10",
+        label_horizon_days=14,
+        active_window_days=30,
+        split={"validation_days": 10, "test_days": 10},
+    )
+    values.update(overrides)
+    return load_settings(DEFAULT_CONFIG, **values)
+
+
+def dagster_instance(home: Path):
+    """A Dagster instance configured by the project's own dagster.yaml, in ``home``."""
+    from dagster import DagsterInstance
+
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return DagsterInstance.from_config(str(home))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("FTI_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("FTI_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against")
+    return url

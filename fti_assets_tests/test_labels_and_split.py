@@ -1,0 +1,57 @@
+"""Churn labels and the time-based split."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from fti_assets.training.dataset import assign_split, split_by_time
+from fti_assets.training.labels import compute_churn_labels, label_days
+
+
+def tx(rows):
+    return pd.DataFrame(rows, columns=["customer_id", "day", "amount"])
+
+
+def test_churned_means_no_purchase_within_the_horizon_after_the_day():
+    history = tx(
+        [
+            ["stays", "2026-01-01", 1.0],
+            ["stays", "2026-01-11", 1.0],  # 10 days later: inside a 10-day horizon
+            ["leaves", "2026-01-01", 1.0],
+            ["leaves", "2026-01-12", 1.0],  # 11 days later: outside it
+        ]
+    )
+    labels = compute_churn_labels(history, date(2026, 1, 1), date(2026, 1, 2), 30, 10, "UTC")
+    assert labels.set_index("customer_id")["churned"].to_dict() == {"leaves": 1, "stays": 0}
+    assert labels["event_timestamp"].iloc[0] == pd.Timestamp("2026-01-01 23:59:59", tz="UTC")
+
+
+def test_a_purchase_later_the_same_day_does_not_count_as_returning():
+    history = tx([["a", "2026-01-01", 1.0], ["a", "2026-01-01", 2.0]])
+    labels = compute_churn_labels(history, date(2026, 1, 1), date(2026, 1, 2), 30, 5, "UTC")
+    assert labels["churned"].tolist() == [1]
+
+
+def test_days_whose_horizon_is_not_complete_get_no_label():
+    assert label_days(date(2026, 1, 1), date(2026, 2, 1), 10, date(2026, 1, 20)) == (
+        date(2026, 1, 1),
+        date(2026, 1, 11),
+    )
+    assert label_days(date(2026, 1, 1), date(2026, 2, 1), 10, None) == (date(2026, 1, 1), date(2026, 1, 1))
+    assert label_days(date(2026, 1, 15), date(2026, 2, 1), 10, date(2026, 1, 20))[1] == date(2026, 1, 15)
+
+
+def test_split_takes_test_then_validation_from_the_end():
+    days = [f"2026-01-{d:02d}" for d in range(1, 31)]
+    periods = split_by_time(days, validation_days=5, test_days=3)
+    assert periods.test == ("2026-01-28", "2026-01-30")
+    assert periods.validation == ("2026-01-23", "2026-01-27")
+    assert periods.train == ("2026-01-01", "2026-01-22")
+    split = assign_split(pd.Series(days), periods)
+    assert split.value_counts().to_dict() == {"train": 22, "validation": 5, "test": 3}
+
+
+def test_split_refuses_too_few_days_with_a_clear_message():
+    with pytest.raises(ValueError, match="cannot hold 5 validation"):
+        split_by_time(["2026-01-01", "2026-01-02"], 5, 5)
