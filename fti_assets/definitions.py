@@ -17,9 +17,9 @@ from dagster import AssetSelection, BetaWarning, Definitions, EnvVar, PreviewWar
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 
-from dagster_mlflow import end_mlflow_on_run_finished  # noqa: E402
+from dagster_mlflow import end_mlflow_on_run_finished
 
-from fti_assets.features.assets import build_feature_assets  # noqa: E402
+from fti_assets.features.assets import build_feature_assets
 from fti_assets.inference.assets import build_inference_assets
 from fti_assets.ingestion.assets import build_ingestion_assets
 from fti_assets.resources.feast import FeastResource
@@ -37,7 +37,12 @@ JOBS = {
     "reference_data_job": AssetSelection.assets("raw_customers", "feature_definitions"),
     "features_job": AssetSelection.assets("customer_features", "churn_labels"),
     "training_job": AssetSelection.assets(
-        "training_dataset", "sklearn_model", "mlp_model", "candidate_model", "champion_model", "online_features"
+        "training_dataset",
+        "sklearn_model",
+        "mlp_model",
+        "candidate_model",
+        "champion_model",
+        "online_features",
     ),
     "batch_inference_job": AssetSelection.assets("churn_predictions"),
 }
@@ -80,7 +85,8 @@ def build_resources(settings: ProjectSettings) -> dict:
             }
         ),
         "registry": ModelRegistryResource(
-            tracking_uri=_env_or("FTI_MLFLOW_TRACKING_URI", default_tracking_uri), model_name=settings.model_name
+            tracking_uri=_env_or("FTI_MLFLOW_TRACKING_URI", default_tracking_uri),
+            model_name=settings.model_name,
         ),
         "predictions": PredictionStoreResource(
             url=_env_or("FTI_PREDICTIONS_URL", f"sqlite:///{settings.path('predictions.db')}")

@@ -57,7 +57,8 @@ def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool =
     stage_seconds: dict[str, float] = {}
     for job_name, selection in JOBS.items():
         stage_started = time.perf_counter()
-        out(f"[{job_name}] running {', '.join(sorted(a.to_user_string() for a in selection.resolve(defs.resolve_asset_graph())))}")
+        assets = sorted(key.to_user_string() for key in selection.resolve(defs.resolve_asset_graph()))
+        out(f"[{job_name}] running {', '.join(assets)}")
         job = defs.resolve_job_def(job_name)
         tags = range_tags if job_name in PARTITIONED_JOBS else {}
         result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=True)

@@ -101,7 +101,9 @@ class ProjectSettings(_Strict):
     end_date: date = Field(description="Last day partition (inclusive).")
     label_horizon_days: int = Field(default=30, ge=1, description="Churned on D = no purchase in (D, D+h].")
     active_window_days: int = Field(
-        default=90, ge=1, description="A customer is in the population on D after a purchase in the last N days."
+        default=90,
+        ge=1,
+        description="A customer is in the population on D after a purchase in the last N days.",
     )
     split: SplitSettings = SplitSettings()
     feature_service: str = "customer_churn_v1"
@@ -157,4 +159,3 @@ def load_settings(path: str | os.PathLike | None = None, **overrides: object) ->
         source["url"] = f"sqlite:///{raw['data_dir']}/source.db"
     raw["source"] = source
     return ProjectSettings.model_validate(raw)
-

@@ -43,5 +43,7 @@ def dagster_instance(home: Path):
 def postgres_url() -> str:
     url = os.environ.get("FTI_TEST_POSTGRES_URL")
     if not url:
+        if os.environ.get("FTI_REQUIRE_SERVERS"):
+            pytest.fail("FTI_REQUIRE_SERVERS is set but FTI_TEST_POSTGRES_URL is not")
         pytest.skip("FTI_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against")
     return url

@@ -56,7 +56,11 @@ def test_lineage_runs_from_the_source_to_the_predictions(defs):
     from dagster import AssetKey
 
     upstream = graph.get_ancestor_asset_keys(AssetKey("churn_predictions"))
-    assert {AssetKey("raw_transactions"), AssetKey("customer_features"), AssetKey("champion_model")} <= upstream
+    assert {
+        AssetKey("raw_transactions"),
+        AssetKey("customer_features"),
+        AssetKey("champion_model"),
+    } <= upstream
 
 
 def test_the_pytorch_step_carries_the_gpu_pool_and_kubernetes_gpu_limit(defs):

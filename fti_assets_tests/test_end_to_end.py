@@ -65,7 +65,11 @@ def test_raw_rows_are_all_accounted_for_against_the_source(e2e):
     quarantined = pd.concat(pd.read_parquet(p) for p in (lake / "quarantine" / "raw_transactions").glob("*.parquet"))
     assert len(accepted) == raw["rows_accepted"] and len(quarantined) == raw["rows_quarantined"]
     assert accepted["transaction_id"].is_unique
-    assert set(quarantined["reason"]) >= {"duplicate_transaction_id", "missing_customer_id", "non_finite_amount"}
+    assert set(quarantined["reason"]) >= {
+        "duplicate_transaction_id",
+        "missing_customer_id",
+        "non_finite_amount",
+    }
     check = instance.get_latest_asset_check_evaluation_record  # noqa: F841  (API exists in this version)
     assert len(list((lake / "raw_transactions").glob("*.parquet"))) == 100
 
@@ -85,9 +89,7 @@ def test_features_are_in_the_offline_source_and_the_online_store(e2e):
         entity_rows=[{"customer_id": c} for c in some["customer_id"]],
     ).to_df()
     merged = online.merge(some, on="customer_id", suffixes=("_online", "_offline"))
-    pd.testing.assert_series_equal(
-        merged["spend_sum_30d_online"], merged["spend_sum_30d_offline"], check_names=False
-    )
+    pd.testing.assert_series_equal(merged["spend_sum_30d_online"], merged["spend_sum_30d_offline"], check_names=False)
 
 
 def test_labels_exist_only_where_the_horizon_is_complete(e2e):
@@ -104,8 +106,9 @@ def test_training_dataset_is_point_in_time_immutable_and_split_by_time(e2e):
     path = settings.path("datasets", "training", f"{meta['dataset_version']}.parquet")
     dataset = pd.read_parquet(path)
     assert len(dataset) == seen["churn_labels"]["dagster/row_count"]
-    assert dataset.groupby("split")["as_of_day"].agg(["min", "max"]).loc["test", "min"] > (
-        dataset.groupby("split")["as_of_day"].max()["validation"]
+    assert (
+        dataset.groupby("split")["as_of_day"].agg(["min", "max"]).loc["test", "min"]
+        > (dataset.groupby("split")["as_of_day"].max()["validation"])
     )
     # Features of a row come from its own day: spot-check against the offline table.
     row = dataset.iloc[len(dataset) // 2]
@@ -122,7 +125,13 @@ def test_models_are_in_mlflow_and_the_champion_carries_its_contract(e2e):
     registry = build_resources(settings)["registry"]
     champion = registry.champion()
     assert champion is not None and str(champion.version) == seen["champion_model"]["champion_version"] == "1"
-    for tag in ("feature_service", "feature_schema_hash", "training_dataset_version", "code_version", "git_commit"):
+    for tag in (
+        "feature_service",
+        "feature_schema_hash",
+        "training_dataset_version",
+        "code_version",
+        "git_commit",
+    ):
         assert champion.tags[tag], tag
     assert champion.tags["training_dataset_version"] == seen["training_dataset"]["dataset_version"]
     assert float(champion.tags["test_roc_auc"]) > 0.6
@@ -157,8 +166,11 @@ def test_rematerializing_a_partition_gives_the_same_data_version_and_no_duplicat
         before = {}
         for attempt in range(2):
             defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=day)
-            for asset in {"ingestion_job": ["raw_transactions"], "features_job": ["customer_features"],
-                          "batch_inference_job": ["churn_predictions"]}[job]:
+            for asset in {
+                "ingestion_job": ["raw_transactions"],
+                "features_job": ["customer_features"],
+                "batch_inference_job": ["churn_predictions"],
+            }[job]:
                 version = latest_materialization(instance, asset, day).tags["dagster/data_version"]
                 if attempt == 0:
                     before[asset] = version

@@ -98,9 +98,7 @@ def test_changing_anything_after_an_as_of_day_changes_no_feature_of_that_day():
 def test_counts_agree_with_a_plain_pandas_recount(window):
     rng = np.random.default_rng(window)
     days = pd.date_range("2026-01-01", periods=60, freq="D")
-    history = tx(
-        [[f"c{rng.integers(10)}", days[rng.integers(60)].strftime("%Y-%m-%d"), 1.0] for _ in range(400)]
-    )
+    history = tx([[f"c{rng.integers(10)}", days[rng.integers(60)].strftime("%Y-%m-%d"), 1.0] for _ in range(400)])
     as_of = date(2026, 2, 28)
     features = compute_customer_features(history, CUSTOMERS, as_of, as_of + timedelta(days=1), 90, "UTC")
     day = pd.to_datetime(history["day"])

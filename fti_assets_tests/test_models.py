@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from fti_assets.training.evaluation import promotion_decision
-from fti_assets.training.models import best_f1_threshold, classification_metrics, train_mlp, train_sklearn_baseline
+from fti_assets.training.models import (
+    best_f1_threshold,
+    classification_metrics,
+    train_mlp,
+    train_sklearn_baseline,
+)
 
 FEATURES = ["f1", "f2", "f3"]
 
@@ -48,8 +53,18 @@ def test_the_stored_scorer_gives_the_training_scores(tmp_path):
     x, y = synthetic()
     for model in (
         train_sklearn_baseline(x, y, FEATURES, tmp_path / "s", seed=1),
-        train_mlp(x, y, FEATURES, tmp_path / "m", seed=1, device="cpu", hidden=[8], epochs=2, batch_size=512,
-                  learning_rate=1e-2),
+        train_mlp(
+            x,
+            y,
+            FEATURES,
+            tmp_path / "m",
+            seed=1,
+            device="cpu",
+            hidden=[8],
+            epochs=2,
+            batch_size=512,
+            learning_rate=1e-2,
+        ),
     ):
         scorer = ChurnScorer()
         scorer.load_context(PythonModelContext(artifacts=model.artifacts, model_config={}))

@@ -125,9 +125,7 @@ def test_bad_row_fraction_zero_gives_clean_data() -> None:
 
 def test_spend_drift_scales_amounts_after_from_day() -> None:
     base = _clean(simulate(seed=7, **SMALL).transactions)
-    drifted = _clean(
-        simulate(seed=7, drift=DriftSpec(from_day=30, spend_multiplier=1.5), **SMALL).transactions
-    )
+    drifted = _clean(simulate(seed=7, drift=DriftSpec(from_day=30, spend_multiplier=1.5), **SMALL).transactions)
     cutoff = pd.Timestamp(START) + pd.Timedelta(days=30)
 
     def ratio(txns: pd.DataFrame) -> float:
@@ -150,9 +148,7 @@ def test_frequency_drift_scales_purchase_counts_after_from_day() -> None:
         return after / (len(txns) - after)
 
     base = _clean(simulate(seed=11, **size).transactions)
-    drifted = _clean(
-        simulate(seed=11, drift=DriftSpec(from_day=30, frequency_multiplier=2.0), **size).transactions
-    )
+    drifted = _clean(simulate(seed=11, drift=DriftSpec(from_day=30, frequency_multiplier=2.0), **size).transactions)
     assert after_share(drifted) / after_share(base) == pytest.approx(2.0, rel=0.1)
 
 
@@ -186,9 +182,7 @@ def test_write_source_round_trips_and_replaces(tmp_path: Path, small: SimulatedS
         with engine.connect() as conn:
             n_customers = conn.execute(text("SELECT COUNT(*) FROM customers")).scalar_one()
             n_txns = conn.execute(text("SELECT COUNT(*) FROM transactions")).scalar_one()
-            missing_ids = conn.execute(
-                text("SELECT COUNT(*) FROM transactions WHERE cust_id IS NULL")
-            ).scalar_one()
+            missing_ids = conn.execute(text("SELECT COUNT(*) FROM transactions WHERE cust_id IS NULL")).scalar_one()
         back = pd.read_sql_table("transactions", engine)
     finally:
         engine.dispose()

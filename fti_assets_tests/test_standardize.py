@@ -41,7 +41,6 @@ def test_every_kind_of_bad_row_is_quarantined_with_its_reason():
         NOW,
     )
     assert batch.accepted["transaction_id"].tolist() == ["t1"]
-    reasons = dict(zip(batch.quarantined["source_row"].map(lambda r: r[:12]), batch.quarantined["reason"]))
     assert sorted(batch.quarantined["reason"]) == sorted(
         [
             "missing_transaction_id",
@@ -54,7 +53,6 @@ def test_every_kind_of_bad_row_is_quarantined_with_its_reason():
             "duplicate_transaction_id",
         ]
     )
-    assert len(reasons) > 0
     assert len(batch.accepted) + len(batch.quarantined) == batch.rows_read == 9
     assert batch.reason_counts["non_finite_amount"] == 2
 

@@ -1,6 +1,5 @@
 """Feature pipeline: raw transactions -> daily customer features -> Feast offline and online stores."""
 
-
 import time
 from datetime import timedelta
 

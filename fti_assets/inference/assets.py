@@ -4,7 +4,6 @@ Reaches models only through the registry alias and features only through the fea
 model version was trained with.
 """
 
-
 from datetime import date
 
 import duckdb

@@ -1,6 +1,5 @@
 """Data collection: source rows -> standardized, validated, day-partitioned raw data in the lake."""
 
-
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -119,7 +118,10 @@ def build_ingestion_assets(settings: ProjectSettings) -> list:
         if source_frame is None:
             read = source.read_transactions(settings.start_date, settings.end_exclusive)
             batch = standardize_transactions(
-                read, source.columns, source.timezone, now=pd.Timestamp.now(tz="UTC"),
+                read,
+                source.columns,
+                source.timezone,
+                now=pd.Timestamp.now(tz="UTC"),
                 day_range=(settings.start_date, settings.end_exclusive),
             )
             customers = customers_from_transactions(batch.accepted)

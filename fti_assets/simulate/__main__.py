@@ -15,18 +15,14 @@ from fti_assets.simulate.generator import DriftSpec, simulate, write_source
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m fti_assets.simulate", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m fti_assets.simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="SQLAlchemy URL, e.g. sqlite:///data/source.db")
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 1), help="YYYY-MM-DD")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bad-row-fraction", type=float, default=0.005)
-    parser.add_argument(
-        "--drift-from-day", type=int, help="0-based day index from which the multipliers apply"
-    )
+    parser.add_argument("--drift-from-day", type=int, help="0-based day index from which the multipliers apply")
     parser.add_argument("--spend-multiplier", type=float, default=1.0)
     parser.add_argument("--frequency-multiplier", type=float, default=1.0)
     parser.add_argument("--churn-multiplier", type=float, default=1.0)

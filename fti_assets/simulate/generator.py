@@ -94,9 +94,7 @@ def _customers(rng: np.random.Generator, n: int, days: int) -> tuple[np.ndarray,
     return segment, country, signup_day
 
 
-def _inject_bad_rows(
-    rng: np.random.Generator, txns: pd.DataFrame, fraction: float
-) -> tuple[pd.DataFrame, int]:
+def _inject_bad_rows(rng: np.random.Generator, txns: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, int]:
     """Corrupt a disjoint sample of rows and append exact duplicates; return the frame and the count.
 
     Kinds: exact duplicate, missing cust_id, non-finite total, timestamp in year 2099.
@@ -226,9 +224,7 @@ def write_source(
     try:
         with engine.begin() as conn:
             for df, table in ((source.customers, customers_table), (source.transactions, transactions_table)):
-                datetime_cols = {
-                    c: DateTime() for c in df.columns if pd.api.types.is_datetime64_any_dtype(df[c])
-                }
+                datetime_cols = {c: DateTime() for c in df.columns if pd.api.types.is_datetime64_any_dtype(df[c])}
                 df.to_sql(
                     table,
                     con=conn,

@@ -1,6 +1,5 @@
 """Training pipeline: labels, point-in-time training datasets, candidate models, the champion alias."""
 
-
 import json
 import os
 import subprocess
@@ -46,9 +45,7 @@ OWNERS = ["team:ml"]
 LABELS = "churn_labels"
 MODEL_CODE_VERSION = "1"
 # Kubernetes GPU limit for the PyTorch step; applied per step under the k8s_job_executor (deploy/).
-GPU_OP_TAGS = {
-    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}
-}
+GPU_OP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
 
 def git_commit() -> str:
@@ -56,7 +53,12 @@ def git_commit() -> str:
         return os.environ["FTI_GIT_COMMIT"]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -89,7 +91,9 @@ def build_training_assets(settings: ProjectSettings) -> list:
             AssetDep(
                 "raw_transactions",
                 partition_mapping=TimeWindowPartitionMapping(
-                    start_offset=-lookback_days, end_offset=horizon, allow_nonexistent_upstream_partitions=True
+                    start_offset=-lookback_days,
+                    end_offset=horizon,
+                    allow_nonexistent_upstream_partitions=True,
                 ),
             )
         ],
@@ -157,9 +161,7 @@ def build_training_assets(settings: ProjectSettings) -> list:
         # Feast keeps no row order: sort, so the same inputs give the same bytes and the same version.
         joined = joined.sort_values(["as_of_day", "customer_id"]).reset_index(drop=True)
         joined["customer_id"] = joined["customer_id"].astype("string")
-        periods = split_by_time(
-            joined["as_of_day"].tolist(), settings.split.validation_days, settings.split.test_days
-        )
+        periods = split_by_time(joined["as_of_day"].tolist(), settings.split.validation_days, settings.split.test_days)
         joined["split"] = assign_split(joined["as_of_day"], periods)
         dataset = joined[["customer_id", "event_timestamp", "as_of_day", "split", "churned", *feature_columns]]
         version = frame_version(dataset)
@@ -233,7 +235,12 @@ def build_training_assets(settings: ProjectSettings) -> list:
             f"{model.kind}: validation PR-AUC {metrics['validation_pr_auc']:.3f}, "
             f"test PR-AUC {metrics['test_pr_auc']:.3f}, ROC-AUC {metrics['test_roc_auc']:.3f}"
         )
-        return {"kind": model.kind, "run_id": run.info.run_id, "model_uri": info.model_uri, "metrics": metrics}
+        return {
+            "kind": model.kind,
+            "run_id": run.info.run_id,
+            "model_uri": info.model_uri,
+            "metrics": metrics,
+        }
 
     def _model_output(summary: dict) -> Output:
         metrics = summary["metrics"]
@@ -285,9 +292,16 @@ def build_training_assets(settings: ProjectSettings) -> list:
         device = context.resources.torch_device.device()
         context.log.info(f"training the MLP on {device}: {len(x)} rows, {config.epochs} epochs")
         model = train_mlp(
-            x, y, training_dataset["features"], settings.path("models", f"mlp-{context.run.run_id}"),
-            seed=config.seed, device=device, hidden=config.hidden, epochs=config.epochs,
-            batch_size=config.batch_size, learning_rate=config.learning_rate,
+            x,
+            y,
+            training_dataset["features"],
+            settings.path("models", f"mlp-{context.run.run_id}"),
+            seed=config.seed,
+            device=device,
+            hidden=config.hidden,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
             log_epoch=lambda epoch, loss: context.log.info(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}"),
         )
         return _model_output(_evaluate_and_log(context, model, training_dataset))

@@ -20,7 +20,8 @@ def promotion_decision(candidate: dict[str, float], champion: dict[str, float] |
         if pr_auc > prevalence and roc_auc > 0.5:
             return PromotionDecision(True, f"first model; test PR-AUC {pr_auc:.3f} > positive rate {prevalence:.3f}")
         return PromotionDecision(
-            False, f"does not beat a trivial model: PR-AUC {pr_auc:.3f} vs {prevalence:.3f}, ROC-AUC {roc_auc:.3f}"
+            False,
+            f"does not beat a trivial model: PR-AUC {pr_auc:.3f} vs {prevalence:.3f}, ROC-AUC {roc_auc:.3f}",
         )
     best = champion["test_pr_auc"]
     if pr_auc >= best:

@@ -31,7 +31,13 @@ class TrainedModel:
 
 
 def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import average_precision_score, brier_score_loss, precision_score, recall_score, roc_auc_score
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     predicted = (scores >= threshold).astype(int)
     both_classes = len(np.unique(y)) == 2
@@ -124,7 +130,8 @@ def train_mlp(
     weights = out_dir / "mlp.pt"
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"network": network.state_dict(), "mean": torch.as_tensor(mean), "scale": torch.as_tensor(scale)}, weights
+        {"network": network.state_dict(), "mean": torch.as_tensor(mean), "scale": torch.as_tensor(scale)},
+        weights,
     )
     spec = {"kind": "mlp", "features": features, "hidden": hidden}
     params = {"hidden": hidden, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
