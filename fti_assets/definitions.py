@@ -55,7 +55,6 @@ def _env_or(name: str, default: str | None):
 
 def build_resources(settings: ProjectSettings) -> dict:
     default_tracking_uri = f"sqlite:///{settings.path('mlflow', 'mlflow.db')}"
-    settings.path("mlflow").mkdir(parents=True, exist_ok=True)
     return {
         "source": SourceResource(
             url=_env_or("FTI_SOURCE_URL", settings.source.url),

@@ -34,13 +34,13 @@ def entities_of_days(feast: FeastResource, feature_service: str, first: date, en
     store = feast.store()
     service = store.get_feature_service(feature_service)
     view = store.get_feature_view(service.feature_view_projections[0].name)
-    return duckdb.sql(
-        f"""
-        SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, event_timestamp, as_of_day
-        FROM read_parquet('{view.batch_source.path}')
-        WHERE as_of_day >= '{first}' AND as_of_day < '{end}'
-        ORDER BY as_of_day, customer_id
+    return duckdb.execute(
         """
+        SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, event_timestamp, as_of_day
+        FROM read_parquet($path) WHERE as_of_day >= $first AND as_of_day < $end
+        ORDER BY as_of_day, customer_id
+        """,
+        {"path": view.batch_source.path, "first": first.isoformat(), "end": end.isoformat()},
     ).df()
 
 

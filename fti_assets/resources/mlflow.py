@@ -22,6 +22,7 @@ def mlflow_tracking(context: InitResourceContext) -> MlFlow:
     import mlflow
 
     config = context.resource_config
+    ensure_sqlite_folder(config["mlflow_tracking_uri"])
     mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
     if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
         # Otherwise MLflow puts artifacts in ./mlruns of whatever folder the process started in.
@@ -34,15 +35,23 @@ def mlflow_tracking(context: InitResourceContext) -> MlFlow:
     return MlFlow(context)
 
 
+def ensure_sqlite_folder(uri: str) -> None:
+    """MLflow creates a SQLite database but not the folder it lives in."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
 class ModelRegistryResource(ConfigurableResource):
     """The MLflow model registry: the only way inference reaches a model."""
 
-    tracking_uri: str = PydanticField(description="MLflow tracking/registry URI (MLFLOW_TRACKING_URI).")
+    tracking_uri: str = PydanticField(description="MLflow tracking/registry URI (FTI_MLFLOW_TRACKING_URI).")
     model_name: str = "customer_churn"
+    ui_url: str = PydanticField(default="http://127.0.0.1:5000", description="MLflow UI (`make mlflow-ui`).")
 
     def client(self):
         from mlflow import MlflowClient
 
+        ensure_sqlite_folder(self.tracking_uri)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def champion(self):
@@ -65,5 +74,9 @@ class ModelRegistryResource(ConfigurableResource):
 
         return mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
 
-    def ui_link(self, version: str) -> str:
-        return f"MLflow: `make mlflow-ui`, then models / {self.model_name} / version {version}"
+    def version_url(self, version: str) -> str:
+        return f"{self.ui_url}/#/models/{self.model_name}/versions/{version}"
+
+    def run_url(self, run_id: str) -> str:
+        experiment_id = self.client().get_run(run_id).info.experiment_id
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"

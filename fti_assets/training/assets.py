@@ -242,12 +242,12 @@ def build_training_assets(settings: ProjectSettings) -> list:
             "metrics": metrics,
         }
 
-    def _model_output(summary: dict) -> Output:
+    def _model_output(context, summary: dict) -> Output:
         metrics = summary["metrics"]
         return Output(
             summary,
             metadata={
-                "mlflow_run_id": summary["run_id"],
+                "mlflow_run": MetadataValue.url(context.resources.registry.run_url(summary["run_id"])),
                 "model_uri": summary["model_uri"],
                 "metrics": MetadataValue.json({k: round(v, 4) for k, v in metrics.items()}),
                 "validation_pr_auc": metrics["validation_pr_auc"],
@@ -259,7 +259,7 @@ def build_training_assets(settings: ProjectSettings) -> list:
     @asset(
         name="sklearn_model",
         group_name="training",
-        required_resource_keys={"mlflow"},
+        required_resource_keys={"mlflow", "registry"},
         kinds={"scikitlearn", "mlflow"},
         owners=OWNERS,
         code_version=MODEL_CODE_VERSION,
@@ -270,12 +270,12 @@ def build_training_assets(settings: ProjectSettings) -> list:
         x, y = _split(dataset, training_dataset["features"], "train")
         out_dir = settings.path("models", f"sklearn-{context.run.run_id}")
         model = train_sklearn_baseline(x, y, training_dataset["features"], out_dir, seed=config.seed, c=config.c)
-        return _model_output(_evaluate_and_log(context, model, training_dataset))
+        return _model_output(context, _evaluate_and_log(context, model, training_dataset))
 
     @asset(
         name="mlp_model",
         group_name="training",
-        required_resource_keys={"mlflow", "torch_device"},
+        required_resource_keys={"mlflow", "registry", "torch_device"},
         kinds={"pytorch", "mlflow"},
         owners=OWNERS,
         code_version=MODEL_CODE_VERSION,
@@ -304,7 +304,7 @@ def build_training_assets(settings: ProjectSettings) -> list:
             learning_rate=config.learning_rate,
             log_epoch=lambda epoch, loss: context.log.info(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}"),
         )
-        return _model_output(_evaluate_and_log(context, model, training_dataset))
+        return _model_output(context, _evaluate_and_log(context, model, training_dataset))
 
     @asset(
         name="candidate_model",
@@ -348,7 +348,8 @@ def build_training_assets(settings: ProjectSettings) -> list:
                 "model_version": str(version.version),
                 "model_kind": best["kind"],
                 "metrics": MetadataValue.json({k: round(v, 4) for k, v in best["metrics"].items()}),
-                "registry": registry.ui_link(version.version),
+                "mlflow_model_version": MetadataValue.url(registry.version_url(version.version)),
+                "mlflow_run": MetadataValue.url(registry.run_url(best["run_id"])),
                 "compared": MetadataValue.json(
                     {m["kind"]: round(m["metrics"]["validation_pr_auc"], 4) for m in (sklearn_model, mlp_model)}
                 ),
@@ -391,6 +392,11 @@ def build_training_assets(settings: ProjectSettings) -> list:
                 "reason": decision.reason,
                 "previous_champion": str(current.version) if current else "none",
                 "feature_service": champion.tags.get("feature_service", "") if champion else "",
+                **(
+                    {"mlflow_model_version": MetadataValue.url(registry.version_url(champion.version))}
+                    if champion
+                    else {}
+                ),
             },
             data_version=DataVersion(str(champion.version) if champion else "none"),
         )
