@@ -8,6 +8,7 @@ whole date range (single-run backfill policy), not one run per day.
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from dagster import DagsterInstance
@@ -81,7 +82,7 @@ def summary(settings: ProjectSettings, seen: dict) -> str:
         "",
         "fti-assets demo: the whole FTI graph, materialized",
         f"  raw transactions   {raw['rows_accepted']:>9,} accepted, {raw['rows_quarantined']:,} quarantined "
-        f"(of {raw['rows_read']:,} read) {raw['quarantine_reasons']}",
+        f"(of {raw['rows_read']:,} read): {', '.join(f'{k} {v}' for k, v in raw['quarantine_reasons'].items() if v)}",
         f"  customer features  {features['dagster/row_count']:>9,} rows (customer x day) in Feast's offline source",
         f"  online features    {seen['online_features']['entities']:>9,} customers in the online store",
         f"  churn labels       {labels['dagster/row_count']:>9,} rows, positive rate {labels['positive_rate']:.1%}",
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="settings YAML (default: FTI_CONFIG or configs/simulated.yaml)")
     parser.add_argument("--fresh", action="store_true", help="simulate the source database again")
     args = parser.parse_args(argv)
+    # Libraries' notices about their own internals would bury the progress lines.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     settings = load_settings(args.config)
     with DagsterInstance.get() as instance:
         seen = run_demo(settings, instance, fresh=args.fresh)
