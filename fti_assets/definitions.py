@@ -22,6 +22,9 @@ from dagster_mlflow import end_mlflow_on_run_finished
 from fti_assets.features.assets import build_feature_assets
 from fti_assets.inference.assets import build_inference_assets
 from fti_assets.ingestion.assets import build_ingestion_assets
+from fti_assets.ingestion.sensors import build_ingestion_sensors
+from fti_assets.monitoring.checks import build_monitoring_checks
+from fti_assets.monitoring.sensors import build_monitoring_sensors
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource
 from fti_assets.resources.mlflow import ModelRegistryResource, mlflow_tracking
@@ -30,6 +33,7 @@ from fti_assets.resources.source import SourceResource
 from fti_assets.resources.torch_device import TorchDeviceResource
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings, load_settings
 from fti_assets.training.assets import build_training_assets
+from fti_assets.training.rollback import rollback_job
 
 # Stage jobs: what `make demo` runs, and what a person launches from the UI.
 JOBS = {
@@ -37,14 +41,15 @@ JOBS = {
     "reference_data_job": AssetSelection.assets("raw_customers", "feature_definitions"),
     "features_job": AssetSelection.assets("customer_features", "churn_labels"),
     "training_job": AssetSelection.assets(
-        "training_dataset",
-        "sklearn_model",
-        "mlp_model",
-        "candidate_model",
-        "champion_model",
-        "online_features",
+        "training_dataset", "sklearn_model", "mlp_model", "candidate_model", "champion_model", "online_features"
     ),
     "batch_inference_job": AssetSelection.assets("churn_predictions"),
+}
+# What the sensors request for one new day of data.
+AUTOMATION_JOBS = {
+    "daily_job": AssetSelection.assets("raw_transactions", "customer_features", "churn_predictions"),
+    "labels_job": AssetSelection.assets("churn_labels"),
+    "online_features_job": AssetSelection.assets("online_features"),
 }
 
 
@@ -101,11 +106,17 @@ def build_definitions(settings: ProjectSettings) -> Definitions:
         *build_training_assets(settings),
         *build_inference_assets(settings),
     ]
-    jobs = [
-        define_asset_job(name, selection, hooks={end_mlflow_on_run_finished} if name == "training_job" else None)
-        for name, selection in JOBS.items()
-    ]
-    return Definitions(assets=assets, jobs=jobs, resources=build_resources(settings))
+    jobs = {
+        name: define_asset_job(name, selection, hooks={end_mlflow_on_run_finished} if name == "training_job" else None)
+        for name, selection in {**JOBS, **AUTOMATION_JOBS}.items()
+    }
+    return Definitions(
+        assets=assets,
+        asset_checks=build_monitoring_checks(settings),
+        jobs=[*jobs.values(), rollback_job],
+        sensors=[*build_ingestion_sensors(settings, jobs), *build_monitoring_sensors(settings, jobs)],
+        resources=build_resources(settings),
+    )
 
 
 defs = build_definitions(load_settings())

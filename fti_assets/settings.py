@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -85,6 +86,15 @@ class SplitSettings(_Strict):
     test_days: int = Field(default=20, ge=1)
 
 
+class DriftInjection(_Strict):
+    """Drift the simulator injects from day index `from_day` on (see `fti_assets.simulate.DriftSpec`)."""
+
+    from_day: int = Field(ge=0)
+    spend_multiplier: float = 1.0
+    frequency_multiplier: float = 1.0
+    churn_multiplier: float = 1.0
+
+
 class SimulatorSettings(_Strict):
     """Arguments of `fti_assets.simulate.simulate` for the embedded source."""
 
@@ -92,6 +102,45 @@ class SimulatorSettings(_Strict):
     days: int = Field(default=180, ge=1)
     start: date = date(2026, 1, 1)
     seed: int = 42
+    drift: DriftInjection | None = None
+    available_days: int | None = Field(
+        default=None, description="Write only the first N days to the source; the rest arrives later (demo-drift)."
+    )
+
+
+class MonitoringSettings(_Strict):
+    """Drift and data-quality checks, and when drift asks for retraining."""
+
+    drift_method: Literal["wasserstein", "psi", "ks"] = Field(
+        default="wasserstein", description="Pinned per-column test, so a score means the same at every size."
+    )
+    drift_column_threshold: float = Field(default=0.1, gt=0)
+    drifted_share_threshold: float = Field(default=0.3, gt=0, le=1)
+    # Tenure grows by a day every day for everyone: drift by construction, so not monitored by default.
+    drift_exclude_columns: list[str] = ["tenure_days"]
+    retrain_cooldown_hours: float = Field(default=24.0, ge=0)
+    min_labelled_drifted_days: int = Field(
+        default=7, ge=1, description="Retrain once this many drifted days have labels, so the drift is learnt."
+    )
+    row_count_ratio_bounds: tuple[float, float] = Field(
+        default=(0.2, 5.0), description="A day's rows against the median of the 14 days before it."
+    )
+
+
+class GateSettings(_Strict):
+    """Blocking checks a candidate must pass before it becomes the champion."""
+
+    min_pr_auc_gain: float = Field(default=0.0, description="Candidate PR-AUC minus champion's, same test rows.")
+    max_roc_auc_drop: float = Field(default=0.02, ge=0)
+    max_brier: float = Field(default=0.25, gt=0)
+    fairness_group: str = Field(
+        default="country", description="Customer attribute whose groups must be treated alike (not a business segment)."
+    )
+    max_recall_gap: float = Field(default=0.2, ge=0)
+    max_positive_rate_gap: float = Field(default=0.2, ge=0)
+    min_group_rows: int = Field(
+        default=500, ge=1, description="Smaller groups are reported, not gated: their rates are mostly noise."
+    )
 
 
 class ProjectSettings(_Strict):
@@ -109,6 +158,8 @@ class ProjectSettings(_Strict):
     feature_service: str = "customer_churn_v1"
     model_name: str = "customer_churn"
     simulator: SimulatorSettings | None = Field(default=None, description="Fill the source with the simulator.")
+    monitoring: MonitoringSettings = MonitoringSettings()
+    gates: GateSettings = GateSettings()
 
     @model_validator(mode="after")
     def _range_is_ordered(self) -> ProjectSettings:

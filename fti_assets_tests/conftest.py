@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,19 +13,25 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
 
 from fti_assets.settings import DEFAULT_CONFIG, PROJECT_ROOT, ProjectSettings, load_settings  # noqa: E402
 
+DAYS = 130
 REAL_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "online_retail_ii_sample.csv"
 
 
 def small_settings(data_dir: Path, **overrides) -> ProjectSettings:
-    """The embedded simulator at test size: 400 customers over 100 days, 14-day labels."""
+    """The embedded simulator at test size: 400 customers over 130 days, 14-day labels.
+
+    130 days, so the reference of the first champion (its last labelled days) lies past the 90-day
+    warm-up of the longest feature window, and the unlabelled days after it do not drift."""
     values = dict(
         data_dir=str(data_dir),
-        simulator={"n_customers": 400, "days": 100, "start": "2026-01-01", "seed": 3},
+        simulator={"n_customers": 400, "days": DAYS, "start": "2026-01-01", "seed": 3},
         start_date="2026-01-01",
-        end_date="2026-04-10",
+        end_date=(date(2026, 1, 1) + timedelta(days=DAYS - 1)).isoformat(),
         label_horizon_days=14,
         active_window_days=30,
         split={"validation_days": 10, "test_days": 10},
+        # 400 customers leave only the largest country with enough test rows for stable group rates.
+        gates={"min_group_rows": 1000},
     )
     values.update(overrides)
     return load_settings(DEFAULT_CONFIG, **values)

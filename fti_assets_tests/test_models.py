@@ -3,9 +3,16 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from fti_assets.training.evaluation import promotion_decision
+from fti_assets.settings import GateSettings
+from fti_assets.training.evaluation import (
+    beats_champion_gate,
+    calibration_gate,
+    evaluate_gates,
+    fairness_gate,
+)
 from fti_assets.training.models import (
     best_f1_threshold,
     classification_metrics,
@@ -14,6 +21,7 @@ from fti_assets.training.models import (
 )
 
 FEATURES = ["f1", "f2", "f3"]
+GATES = GateSettings(min_group_rows=100)
 
 
 def synthetic(n=2000, seed=0):
@@ -83,15 +91,51 @@ def test_metrics_and_threshold():
 
 
 def test_first_model_must_beat_a_trivial_baseline():
-    good = {"test_pr_auc": 0.6, "test_roc_auc": 0.8, "test_positive_rate": 0.3}
-    assert promotion_decision(good, None).promote
-    trivial = {"test_pr_auc": 0.29, "test_roc_auc": 0.5, "test_positive_rate": 0.3}
-    decision = promotion_decision(trivial, None)
-    assert not decision.promote and "trivial" in decision.reason
+    y = np.array([0] * 70 + [1] * 30)
+    informative = np.where(y == 1, 0.7, 0.2)
+    assert beats_champion_gate(y, informative, None, GATES).passed
+    constant = np.full(100, 0.3)
+    gate = beats_champion_gate(y, constant, None, GATES)
+    assert not gate.passed and "first model" in gate.reason
 
 
-def test_a_later_model_must_match_the_champion():
-    champion = {"test_pr_auc": 0.6, "test_roc_auc": 0.8}
-    assert promotion_decision({"test_pr_auc": 0.6, "test_roc_auc": 0.7}, champion).promote
-    worse = promotion_decision({"test_pr_auc": 0.59, "test_roc_auc": 0.9}, champion)
-    assert not worse.promote and "0.590 < champion's 0.600" in worse.reason
+def test_a_candidate_must_beat_the_champion_on_the_same_rows_by_the_margin():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    good = y * 0.5 + rng.random(2000) * 0.5
+    worse = y * 0.2 + rng.random(2000) * 0.5
+    assert beats_champion_gate(y, good, worse, GATES).passed
+    gate = beats_champion_gate(y, worse, good, GATES)
+    assert not gate.passed and "gain -" in gate.reason
+    strict = GATES.model_copy(update={"min_pr_auc_gain": 0.5})
+    assert not beats_champion_gate(y, good, worse, strict).passed
+
+
+def test_calibration_gate_bounds_the_brier_score():
+    y = np.array([0, 1, 0, 1])
+    assert calibration_gate(y, np.array([0.1, 0.9, 0.2, 0.8]), GATES).passed
+    assert not calibration_gate(y, np.array([0.9, 0.1, 0.8, 0.2]), GATES).passed
+
+
+def test_fairness_gate_compares_recall_and_positive_rate_across_groups_with_enough_rows():
+    groups = pd.Series(["a"] * 300 + ["b"] * 300 + ["tiny"] * 10)
+    y = np.array(([1, 0] * 150) * 2 + [1] * 10)
+    fair = y.copy()
+    assert fairness_gate(y, fair, groups, GATES).passed
+    unfair = fair.copy()
+    unfair[300:600] = 0  # group b: nobody flagged
+    gate = fairness_gate(y, unfair, groups, GATES)
+    assert not gate.passed
+    assert gate.values["recall_gap"] == pytest.approx(1.0) and gate.values["b"]["positive_rate"] == 0.0
+    # The tiny group is reported but not gated.
+    only_tiny_differs = fair.copy()
+    only_tiny_differs[600:] = 0
+    assert fairness_gate(y, only_tiny_differs, groups, GATES).passed
+
+
+def test_gate_report_names_every_failed_gate():
+    y = np.array([0, 1] * 150)
+    report = evaluate_gates(y, np.full(300, 0.5), 0.5, None, pd.Series(["a"] * 300), GATES)
+    assert not report.passed
+    assert report.reason.startswith("beats_champion:")
+    assert set(report.to_dict()["gates"]) == {"beats_champion", "calibration", "fairness"}

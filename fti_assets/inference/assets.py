@@ -12,14 +12,19 @@ import pandas as pd
 from dagster import (
     AssetDep,
     AssetExecutionContext,
+    AssetObservation,
     BackfillPolicy,
+    Config,
     DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
+from pydantic import Field
 
+from fti_assets import tags as run_tags
+from fti_assets.monitoring.drift_gate import DriftGate, HeldBack
 from fti_assets.partitions import daily_partitions, run_days
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.mlflow import ModelRegistryResource
@@ -44,6 +49,48 @@ def entities_of_days(feast: FeastResource, feature_service: str, first: date, en
     ).df()
 
 
+class PredictionConfig(Config):
+    override_drift_gate: bool = Field(
+        default=False, description="Score days the drift gate holds back. Recorded on the run and the materialization."
+    )
+    override_reason: str = Field(default="", description="Why; required with override_drift_gate.")
+
+
+def _drift_gate(context, config: PredictionConfig, gate: DriftGate, held_back: HeldBack, days: list[str]) -> None:
+    """Raise for days whose features drifted from the champion's reference, unless overridden (and recorded)."""
+    held = [v for v in (gate.verdict(day) for day in days) if v.held_back]
+    if not held:
+        return
+    if config.override_drift_gate:
+        if not config.override_reason.strip():
+            raise Failure("override_drift_gate needs an override_reason: it is recorded with the predictions")
+        context.instance.add_run_tags(context.run.run_id, {run_tags.DRIFT_OVERRIDE: config.override_reason[:200]})
+        context.log.warning(f"drift gate overridden for {[v.day for v in held]}: {config.override_reason}")
+        return
+    for verdict in held:
+        held_back.hold(verdict)
+        context.log_event(
+            AssetObservation(
+                asset_key=context.asset_key,
+                partition=verdict.day,
+                metadata={
+                    "held_back": True,
+                    "reason": verdict.describe(),
+                    "champion_version": verdict.model_version,
+                    **({"report": MetadataValue.path(verdict.report)} if verdict.report else {}),
+                },
+            )
+        )
+    raise Failure(
+        description=(
+            f"held back by the drift gate: {len(held)} of {len(days)} days drifted from the reference of champion "
+            f"v{gate.model_version}. They are released when a new champion passes them; to score them anyway, "
+            "run with config override_drift_gate=true and an override_reason."
+        ),
+        metadata={"held_back_days": MetadataValue.json([v.describe() for v in held])},
+    )
+
+
 def build_inference_assets(settings: ProjectSettings) -> list:
     @asset(
         name="churn_predictions",
@@ -57,11 +104,13 @@ def build_inference_assets(settings: ProjectSettings) -> list:
         description=(
             "Churn scores for the customers active on each day, from the MLflow `champion` model and the "
             "feature service it was trained with. Written to the predictions table; re-running a day "
-            "replaces its rows."
+            "replaces its rows. Days whose features drifted from the champion's reference are held back in "
+            "every run (sensor, backfill, UI) until a new champion passes them or an operator overrides."
         ),
     )
     def churn_predictions(
         context: AssetExecutionContext,
+        config: PredictionConfig,
         registry: ModelRegistryResource,
         feast: FeastResource,
         predictions: PredictionStoreResource,
@@ -70,6 +119,8 @@ def build_inference_assets(settings: ProjectSettings) -> list:
         champion = registry.champion()
         if champion is None:
             raise Failure(f"no `champion` alias on model {registry.model_name}: materialize champion_model first")
+        day_keys = context.partition_keys
+        _drift_gate(context, config, DriftGate(settings, champion), HeldBack(settings), day_keys)
         feature_service = champion.tags["feature_service"]
         served_schema = feast.feature_schema_hash(feature_service)
         if served_schema != champion.tags["feature_schema_hash"]:
@@ -100,8 +151,9 @@ def build_inference_assets(settings: ProjectSettings) -> list:
                 "run_id": context.run.run_id,
             }
         )
-        day_keys = context.partition_keys
         written = predictions.replace_days(scored, day_keys)
+        for day in day_keys:
+            HeldBack(settings).release(day)
         context.log.info(f"{written} predictions for {len(day_keys)} days with model v{champion.version}")
         # The version is the content, not the run: scoring a day again gives the same version.
         content = scored.drop(columns=["run_id"])
@@ -114,6 +166,7 @@ def build_inference_assets(settings: ProjectSettings) -> list:
                 "mean_score": float(scores.mean()) if len(scores) else 0.0,
                 "predicted_churn_rate": float(scored["predicted_label"].mean()) if len(scored) else 0.0,
                 "table": MetadataValue.text(f"{predictions.table} at {predictions.safe_url}"),
+                "drift_override": config.override_reason if config.override_drift_gate else "none",
             },
             data_version=DataVersion(frame_version(content)),
         )

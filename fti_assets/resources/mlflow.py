@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 from dagster import ConfigurableResource, Field, InitResourceContext, resource
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 from pydantic import Field as PydanticField
 
 CHAMPION = "champion"
+ALIAS_MOVE_TAG = "champion_move_"
+VALIDATION_SCORES = "validation_scores.parquet"
 
 
 @resource(
@@ -63,10 +68,51 @@ class ModelRegistryResource(ConfigurableResource):
         except MlflowException:
             return None
 
-    def set_champion(self, version: str, reason: str) -> None:
+    def move_champion(self, version: str, action: str, reason: str) -> dict:
+        """Point the alias at ``version`` and record the move (when, from, to, why) in the registry itself."""
         client = self.client()
-        client.set_registered_model_alias(self.model_name, CHAMPION, version)
-        client.set_model_version_tag(self.model_name, version, "promotion_reason", reason)
+        current = self.champion()
+        move = {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "from": str(current.version) if current is not None else None,
+            "to": str(version),
+            "action": action,
+            "reason": reason,
+        }
+        client.set_registered_model_alias(self.model_name, CHAMPION, str(version))
+        client.set_model_version_tag(self.model_name, str(version), f"{action}_reason", reason)
+        key = f"{ALIAS_MOVE_TAG}{move['at'].replace('+', '_')}_v{move['to']}"
+        client.set_registered_model_tag(self.model_name, key, json.dumps(move))
+        return move
+
+    def alias_moves(self) -> list[dict]:
+        """Every recorded move of the champion alias, oldest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client().get_registered_model(self.model_name).tags
+        except MlflowException:
+            return []
+        return sorted((json.loads(v) for k, v in tags.items() if k.startswith(ALIAS_MOVE_TAG)), key=lambda m: m["at"])
+
+    def version(self, version: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version(self.model_name, str(version))
+        except MlflowException:
+            return None
+
+    def validation_scores(self, model_version) -> pd.DataFrame:
+        """The scores the version gave its validation period: the reference for prediction drift."""
+        import mlflow.artifacts
+
+        path = mlflow.artifacts.download_artifacts(
+            run_id=model_version.tags["mlflow_run_id"],
+            artifact_path=VALIDATION_SCORES,
+            tracking_uri=self.tracking_uri,
+        )
+        return pd.read_parquet(path)
 
     def load_model(self, version: str):
         """The pyfunc model of a version (the champion's, for inference)."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 from dagster import ConfigurableResource
@@ -60,6 +61,33 @@ class SourceResource(ConfigurableResource):
             # Parameterized: bounds travel as bind parameters, names are quoted by SQLAlchemy.
             query = select(table).where(ts >= start, ts < stop)
             return pd.read_sql(query, conn)
+
+    def latest_day(self, now: datetime) -> date | None:
+        """The local day of the newest source row that is not in the future (dated rows beyond now are bad)."""
+        from fti_assets.ingestion.standardize import parse_timestamps
+
+        if self.is_file:
+            ts = parse_timestamps(self._read_file()[self.columns.timestamp], self.timezone)
+        else:
+            from sqlalchemy import MetaData, Table, func, select
+
+            with self._engine.connect() as conn:
+                table = Table(self.transactions_table, MetaData(), autoload_with=conn)
+                column = table.c[self.columns.timestamp]
+                local_now = now.astimezone(ZoneInfo(self.timezone)).replace(tzinfo=None)
+                bound, _ = self._bounds(column, local_now.date(), local_now.date())
+                bound = local_now if not isinstance(bound, str) else local_now.isoformat(sep=" ")
+                value = conn.execute(select(func.max(column)).where(column <= bound)).scalar_one()
+            ts = parse_timestamps(pd.Series([value]), self.timezone)
+        ts = ts[ts <= pd.Timestamp(now)]
+        return None if ts.empty or pd.isna(ts.max()) else ts.max().tz_convert(self.timezone).date()
+
+    def last_complete_day(self, now: datetime, last_day: date) -> date | None:
+        """The newest day that is complete: the source holds a later day, or it is the configured last day."""
+        latest = self.latest_day(now)
+        if latest is None:
+            return None
+        return last_day if latest >= last_day else latest - timedelta(days=1)
 
     def count_outside_range(self, first: date, end: date) -> int:
         """Source rows no day partition of [first, end) will ever read: no timestamp, or a time outside

@@ -1,5 +1,5 @@
 """Synthetic retailer source data (customers and transactions) for the churn pipeline."""
 
-from fti_assets.simulate.generator import DriftSpec, SimulatedSource, simulate, write_source
+from fti_assets.simulate.generator import DriftSpec, SimulatedSource, append_transactions, simulate, write_source
 
-__all__ = ["DriftSpec", "SimulatedSource", "simulate", "write_source"]
+__all__ = ["DriftSpec", "SimulatedSource", "append_transactions", "simulate", "write_source"]

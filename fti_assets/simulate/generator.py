@@ -218,17 +218,39 @@ def write_source(
     source: SimulatedSource,
     customers_table: str = "customers",
     transactions_table: str = "transactions",
+    until: date | None = None,
 ) -> None:
-    """Write both source tables through SQLAlchemy in one transaction, replacing existing tables."""
+    """Write both source tables through SQLAlchemy in one transaction, replacing existing tables.
+
+    With ``until``, only transactions before that day are written: the rest "arrives" later
+    through `append_transactions` (the drift demo).
+    """
+    transactions = source.transactions
+    if until is not None:
+        transactions = transactions[transactions["purchased_at"] < pd.Timestamp(until)]
+    _write(url, [(source.customers, customers_table), (transactions, transactions_table)], "replace")
+
+
+def append_transactions(
+    url: str, source: SimulatedSource, since: date, until: date, transactions_table: str = "transactions"
+) -> int:
+    """Append the simulated transactions of the days [since, until) to the source; returns the row count."""
+    at = source.transactions["purchased_at"]
+    rows = source.transactions[(at >= pd.Timestamp(since)) & (at < pd.Timestamp(until))]
+    _write(url, [(rows, transactions_table)], "append")
+    return len(rows)
+
+
+def _write(url: str, tables: list[tuple[pd.DataFrame, str]], if_exists: str) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            for df, table in ((source.customers, customers_table), (source.transactions, transactions_table)):
+            for df, table in tables:
                 datetime_cols = {c: DateTime() for c in df.columns if pd.api.types.is_datetime64_any_dtype(df[c])}
                 df.to_sql(
                     table,
                     con=conn,
-                    if_exists="replace",
+                    if_exists=if_exists,
                     index=False,
                     chunksize=SQL_CHUNKSIZE,
                     dtype=datetime_cols,

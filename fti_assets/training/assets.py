@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
@@ -22,15 +24,16 @@ from dagster import (
 )
 from pydantic import Field
 
+from fti_assets import tags as run_tags
 from fti_assets.features.transform import lookback_start
 from fti_assets.metadata import table_metadata
 from fti_assets.partitions import daily_partitions, run_days
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource, days, write_parquet_atomic
-from fti_assets.resources.mlflow import ModelRegistryResource
+from fti_assets.resources.mlflow import VALIDATION_SCORES, ModelRegistryResource
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings
 from fti_assets.training.dataset import assign_split, split_by_time
-from fti_assets.training.evaluation import promotion_decision
+from fti_assets.training.evaluation import evaluate_gates
 from fti_assets.training.labels import compute_churn_labels, label_days
 from fti_assets.training.models import (
     TrainedModel,
@@ -42,6 +45,12 @@ from fti_assets.training.models import (
 from fti_assets.versioning import frame_version
 
 OWNERS = ["team:ml"]
+
+GATE_CHECKS = {
+    "beats_champion": "PR-AUC beats the champion's on the same test rows by the margin; ROC-AUC within tolerance.",
+    "calibration": "Brier score of the candidate on its test period within the bound.",
+    "fairness": "Recall and positive-prediction-rate gaps between customer groups within the bounds.",
+}
 LABELS = "churn_labels"
 MODEL_CODE_VERSION = "1"
 # Kubernetes GPU limit for the PyTorch step; applied per step under the k8s_job_executor (deploy/).
@@ -220,6 +229,10 @@ def build_training_assets(settings: ProjectSettings) -> list:
         with mlflow.start_run(run_name=f"{model.kind}-{dataset_info['version']}", nested=True) as run:
             mlflow.log_params({**model.params, "training_dataset_version": dataset_info["version"]})
             mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+            # The validation scores are the reference of the prediction-drift check.
+            scores_path = model.spec_path.with_name(VALIDATION_SCORES)
+            pd.DataFrame({"score": val_scores}).to_parquet(scores_path, index=False)
+            mlflow.log_artifact(str(scores_path))
             # Floats: the scorer reads every feature as float64, and missing values stay representable.
             example = dataset[features].head(5).astype("float64")
             info = mlflow_lib.pyfunc.log_model(
@@ -306,21 +319,48 @@ def build_training_assets(settings: ProjectSettings) -> list:
         )
         return _model_output(context, _evaluate_and_log(context, model, training_dataset))
 
+    def _test_rows(training_dataset: dict) -> pd.DataFrame:
+        dataset = pd.read_parquet(training_dataset["path"])
+        return dataset[dataset["split"] == "test"].reset_index(drop=True)
+
+    def _champion_scores(registry: ModelRegistryResource, feast: FeastResource, test: pd.DataFrame):
+        """The champion's scores on the candidate's test rows, with the features it was trained on."""
+        champion = registry.champion()
+        if champion is None:
+            return None, None
+        service = champion.tags["feature_service"]
+        rows = test
+        if service != settings.feature_service:
+            store = feast.store()
+            rows = store.get_historical_features(
+                entity_df=test[["customer_id", "event_timestamp"]], features=store.get_feature_service(service)
+            ).to_df()
+            rows = rows.merge(test[["customer_id", "event_timestamp"]], on=["customer_id", "event_timestamp"])
+        model = registry.load_model(champion.version)
+        inputs = rows[model.metadata.get_input_schema().input_names()].astype("float64")
+        return champion, np.asarray(model.predict(inputs), dtype="float64")
+
     @asset(
         name="candidate_model",
         group_name="training",
         kinds={"mlflow"},
         owners=OWNERS,
         code_version=MODEL_CODE_VERSION,
+        check_specs=[
+            AssetCheckSpec(name, asset="candidate_model", blocking=True, description=text)
+            for name, text in GATE_CHECKS.items()
+        ],
         description=(
             "The better of the trained models on the validation period (PR-AUC), registered in MLflow as a new "
             "version with its feature service, feature schema hash, training dataset version, code version "
-            "and git commit."
+            "and git commit, then judged by the promotion gates (blocking checks) on its test period."
         ),
     )
     def candidate_model(
         context: AssetExecutionContext,
         registry: ModelRegistryResource,
+        feast: FeastResource,
+        lake: LakeResource,
         training_dataset: dict,
         sklearn_model: dict,
         mlp_model: dict,
@@ -328,6 +368,24 @@ def build_training_assets(settings: ProjectSettings) -> list:
         import mlflow
 
         best = max([sklearn_model, mlp_model], key=lambda m: m["metrics"]["validation_pr_auc"])
+        test = _test_rows(training_dataset)
+        candidate_scores = np.asarray(
+            mlflow.pyfunc.load_model(best["model_uri"]).predict(test[training_dataset["features"]].astype("float64")),
+            dtype="float64",
+        )
+        champion, champion_scores = _champion_scores(registry, feast, test)
+        customers = pd.read_parquet(
+            lake.table_path("raw_customers"), columns=["customer_id", settings.gates.fairness_group]
+        )
+        groups = test[["customer_id"]].merge(customers, on="customer_id", how="left")[settings.gates.fairness_group]
+        gates = evaluate_gates(
+            test["churned"].to_numpy(),
+            candidate_scores,
+            best["metrics"]["threshold"],
+            champion_scores,
+            groups,
+            settings.gates,
+        ).to_dict()
         tags = {
             "feature_service": training_dataset["feature_service"],
             "feature_schema_hash": training_dataset["feature_schema_hash"],
@@ -336,18 +394,29 @@ def build_training_assets(settings: ProjectSettings) -> list:
             "git_commit": git_commit(),
             "model_kind": best["kind"],
             "mlflow_run_id": best["run_id"],
+            "gates": "passed" if gates["passed"] else f"failed: {gates['reason']}",
+            "retrain_reason": context.run.tags.get(run_tags.RETRAIN_REASON, "scheduled or manual"),
             **{k: repr(v) for k, v in best["metrics"].items()},
         }
         mlflow.set_tracking_uri(registry.tracking_uri)
         version = mlflow.register_model(best["model_uri"], registry.model_name, tags=tags)
-        context.log.info(f"registered {registry.model_name} version {version.version} ({best['kind']})")
-        summary = {"version": str(version.version), **best, "tags": tags}
-        return Output(
+        context.log.info(
+            f"registered {registry.model_name} version {version.version} ({best['kind']}); gates: {gates['reason']}"
+        )
+        summary = {
+            "version": str(version.version),
+            **best,
+            "tags": tags,
+            "gates": gates,
+            "champion_at_evaluation": str(champion.version) if champion is not None else None,
+        }
+        yield Output(
             summary,
             metadata={
                 "model_version": str(version.version),
                 "model_kind": best["kind"],
                 "metrics": MetadataValue.json({k: round(v, 4) for k, v in best["metrics"].items()}),
+                "gates_passed": gates["passed"],
                 "mlflow_model_version": MetadataValue.url(registry.version_url(version.version)),
                 "mlflow_run": MetadataValue.url(registry.run_url(best["run_id"])),
                 "compared": MetadataValue.json(
@@ -356,6 +425,12 @@ def build_training_assets(settings: ProjectSettings) -> list:
                 "tags": MetadataValue.json(tags),
             },
         )
+        for name, gate in gates["gates"].items():
+            yield AssetCheckResult(
+                check_name=name,
+                passed=gate["passed"],
+                metadata={"reason": gate["reason"], "values": MetadataValue.json(gate["values"])},
+            )
 
     @asset(
         name="champion_model",
@@ -364,33 +439,39 @@ def build_training_assets(settings: ProjectSettings) -> list:
         owners=OWNERS,
         code_version=MODEL_CODE_VERSION,
         description=(
-            "Moves the MLflow alias `champion` to the candidate when it passes the promotion policy (the first "
-            "model must beat a trivial baseline; later ones the champion's test PR-AUC). Inference serves "
-            "whatever this alias points at."
+            "Moves the MLflow alias `champion` to the candidate when every promotion gate passed (in any run: "
+            "the gates are re-read here, not only enforced as blocking checks of the same run). Every alias "
+            "move is recorded in the registry: when, from, to, why. Inference serves what the alias points at."
         ),
     )
     def champion_model(context: AssetExecutionContext, registry: ModelRegistryResource, candidate_model: dict):
         current = registry.champion()
-        current_metrics = (
-            {k: float(v) for k, v in current.tags.items() if k.startswith(("test_", "validation_"))}
-            if current is not None
-            else None
-        )
-        decision = promotion_decision(candidate_model["metrics"], current_metrics)
-        if decision.promote:
-            registry.set_champion(candidate_model["version"], decision.reason)
+        gates = candidate_model["gates"]
+        evaluated_against = candidate_model["champion_at_evaluation"]
+        current_version = str(current.version) if current is not None else None
+        if gates["passed"] and evaluated_against != current_version:
+            promote, reason = (
+                False,
+                (
+                    f"gates were evaluated against champion v{evaluated_against}, but the champion is now "
+                    f"v{current_version}: train again"
+                ),
+            )
+        else:
+            promote, reason = gates["passed"], gates["reason"]
+        move = registry.move_champion(candidate_model["version"], "promotion", reason) if promote else None
         champion = registry.champion()
         context.log.info(
-            f"candidate v{candidate_model['version']} {'promoted' if decision.promote else 'not promoted'}: "
-            f"{decision.reason}"
+            f"candidate v{candidate_model['version']} {'promoted' if promote else 'not promoted'}: {reason}"
         )
         return MaterializeResult(
             metadata={
                 "champion_version": str(champion.version) if champion else "none",
                 "candidate_version": candidate_model["version"],
-                "promoted": decision.promote,
-                "reason": decision.reason,
-                "previous_champion": str(current.version) if current else "none",
+                "promoted": promote,
+                "reason": reason,
+                "previous_champion": current_version or "none",
+                "alias_move": MetadataValue.json(move or {}),
                 "feature_service": champion.tags.get("feature_service", "") if champion else "",
                 **(
                     {"mlflow_model_version": MetadataValue.url(registry.version_url(champion.version))}

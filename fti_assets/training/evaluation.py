@@ -1,29 +1,109 @@
-"""Promotion policy: which candidate may become the champion, and why."""
+"""Promotion gates: quality against the champion on the same test rows, calibration, and fairness."""
 
-from __future__ import annotations
+from dataclasses import asdict, dataclass
 
-from dataclasses import dataclass
+import numpy as np
+import pandas as pd
+
+from fti_assets.settings import GateSettings
+from fti_assets.training.models import classification_metrics
 
 
 @dataclass(frozen=True)
-class PromotionDecision:
-    promote: bool
+class Gate:
+    name: str
+    passed: bool
     reason: str
+    values: dict
 
 
-def promotion_decision(candidate: dict[str, float], champion: dict[str, float] | None) -> PromotionDecision:
-    """First model: it must beat a trivial baseline (PR-AUC above the positive rate, ROC-AUC above 0.5)
-    on the test period. Later models: at least the champion's PR-AUC on the test period."""
-    pr_auc, roc_auc = candidate["test_pr_auc"], candidate["test_roc_auc"]
+@dataclass(frozen=True)
+class GateReport:
+    gates: list[Gate]
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def reason(self) -> str:
+        failed = [g for g in self.gates if not g.passed]
+        return "; ".join(f"{g.name}: {g.reason}" for g in failed) if failed else "all gates passed"
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "reason": self.reason, "gates": {g.name: asdict(g) for g in self.gates}}
+
+
+def beats_champion_gate(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray | None, gates: GateSettings) -> Gate:
+    """PR-AUC gain by at least the margin and ROC-AUC no worse than the tolerance, both models scored on the
+    candidate's test rows. With no champion yet, the bar is a trivial model: PR-AUC above the positive rate."""
+    cand = classification_metrics(y, candidate, 0.5)
     if champion is None:
-        prevalence = candidate["test_positive_rate"]
-        if pr_auc > prevalence and roc_auc > 0.5:
-            return PromotionDecision(True, f"first model; test PR-AUC {pr_auc:.3f} > positive rate {prevalence:.3f}")
-        return PromotionDecision(
-            False,
-            f"does not beat a trivial model: PR-AUC {pr_auc:.3f} vs {prevalence:.3f}, ROC-AUC {roc_auc:.3f}",
+        passed = cand["pr_auc"] > cand["positive_rate"] and cand["roc_auc"] > 0.5
+        reason = (
+            f"first model: PR-AUC {cand['pr_auc']:.3f} vs positive rate {cand['positive_rate']:.3f}, "
+            f"ROC-AUC {cand['roc_auc']:.3f}"
         )
-    best = champion["test_pr_auc"]
-    if pr_auc >= best:
-        return PromotionDecision(True, f"test PR-AUC {pr_auc:.3f} >= champion's {best:.3f}")
-    return PromotionDecision(False, f"test PR-AUC {pr_auc:.3f} < champion's {best:.3f}")
+        return Gate("beats_champion", passed, reason, {"candidate_pr_auc": cand["pr_auc"]})
+    champ = classification_metrics(y, champion, 0.5)
+    gain, drop = cand["pr_auc"] - champ["pr_auc"], champ["roc_auc"] - cand["roc_auc"]
+    passed = gain >= gates.min_pr_auc_gain and drop <= gates.max_roc_auc_drop
+    reason = (
+        f"PR-AUC {cand['pr_auc']:.3f} vs champion {champ['pr_auc']:.3f} (gain {gain:+.3f}, needs "
+        f">= {gates.min_pr_auc_gain:+.3f}); ROC-AUC drop {drop:+.3f} (allowed {gates.max_roc_auc_drop:.3f})"
+    )
+    values = {
+        "candidate_pr_auc": cand["pr_auc"],
+        "champion_pr_auc": champ["pr_auc"],
+        "candidate_roc_auc": cand["roc_auc"],
+        "champion_roc_auc": champ["roc_auc"],
+    }
+    return Gate("beats_champion", passed, reason, values)
+
+
+def calibration_gate(y: np.ndarray, candidate: np.ndarray, gates: GateSettings) -> Gate:
+    brier = float(np.mean((candidate - y) ** 2))
+    return Gate(
+        "calibration", brier <= gates.max_brier, f"Brier {brier:.3f} (bound {gates.max_brier:.3f})", {"brier": brier}
+    )
+
+
+def fairness_gate(y: np.ndarray, predicted: np.ndarray, groups: pd.Series, gates: GateSettings) -> Gate:
+    """Gaps in recall and in positive-prediction rate between groups with enough rows."""
+    frame = pd.DataFrame({"y": y, "p": predicted, "g": groups.fillna("unknown").to_numpy()})
+    per_group = {}
+    for group, rows in frame.groupby("g"):
+        positives = rows[rows["y"] == 1]
+        per_group[str(group)] = {
+            "rows": len(rows),
+            "recall": float(positives["p"].mean()) if len(positives) else float("nan"),
+            "positive_rate": float(rows["p"].mean()),
+        }
+    gated = {g: v for g, v in per_group.items() if v["rows"] >= gates.min_group_rows}
+    recalls = [v["recall"] for v in gated.values() if np.isfinite(v["recall"])]
+    rates = [v["positive_rate"] for v in gated.values()]
+    recall_gap = max(recalls) - min(recalls) if len(recalls) > 1 else 0.0
+    rate_gap = max(rates) - min(rates) if len(rates) > 1 else 0.0
+    passed = recall_gap <= gates.max_recall_gap and rate_gap <= gates.max_positive_rate_gap
+    reason = (
+        f"by {gates.fairness_group}: recall gap {recall_gap:.3f} (bound {gates.max_recall_gap:.3f}), "
+        f"positive-rate gap {rate_gap:.3f} (bound {gates.max_positive_rate_gap:.3f}) over {len(gated)} groups"
+    )
+    return Gate("fairness", passed, reason, {"recall_gap": recall_gap, "positive_rate_gap": rate_gap, **per_group})
+
+
+def evaluate_gates(
+    y: np.ndarray,
+    candidate: np.ndarray,
+    threshold: float,
+    champion: np.ndarray | None,
+    groups: pd.Series,
+    gates: GateSettings,
+) -> GateReport:
+    return GateReport(
+        [
+            beats_champion_gate(y, candidate, champion, gates),
+            calibration_gate(y, candidate, gates),
+            fairness_gate(y, (candidate >= threshold).astype(int), groups, gates),
+        ]
+    )

@@ -1,0 +1,163 @@
+"""The drift gate: may the features of a day flow into predictions of the current champion?
+
+One verdict per (day, champion version), kept in a ledger on disk, so that the check in the run
+that computed the features, a later sensor or automation run, a backfill and a click in the UI
+all see the same answer (a blocking check alone gates only its own run, dagster#17332).
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+
+from fti_assets.monitoring.drift import DriftSettings, evaluate_drift, write_drift_report
+from fti_assets.settings import ProjectSettings
+
+IN_TRAINING_PERIOD = "in_training_period"
+NO_REFERENCE = "no_reference"
+NO_FEATURES = "no_features"
+PASSED = "passed"
+DRIFTED = "drifted"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the champion was trained and evaluated on: the feature rows of its validation and test periods."""
+
+    model_version: str
+    dataset_version: str
+    last_training_day: str
+    features: pd.DataFrame = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DayVerdict:
+    day: str
+    status: str
+    model_version: str | None
+    evaluated_at: str
+    drift: dict | None = None
+    report: str | None = None
+
+    @property
+    def held_back(self) -> bool:
+        return self.status == DRIFTED
+
+    def describe(self) -> str:
+        if self.status == DRIFTED:
+            return f"{self.day}: drifted against champion v{self.model_version} ({self.drift['summary']})"
+        return f"{self.day}: {self.status.replace('_', ' ')}"
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def drift_settings(settings: ProjectSettings) -> DriftSettings:
+    m = settings.monitoring
+    return DriftSettings(
+        method=m.drift_method,
+        column_threshold=m.drift_column_threshold,
+        drifted_share_threshold=m.drifted_share_threshold,
+    )
+
+
+@lru_cache(maxsize=4)
+def _dataset_reference(path: str, model_version: str, dataset_version: str) -> Reference:
+    dataset = pd.read_parquet(path)
+    recent = dataset[dataset["split"].isin(["validation", "test"])]
+    return Reference(model_version, dataset_version, str(dataset["as_of_day"].max()), recent.reset_index(drop=True))
+
+
+class DriftGate:
+    """Verdicts of feature days against the reference of whichever model is the champion now."""
+
+    def __init__(self, settings: ProjectSettings, champion) -> None:
+        self.settings = settings
+        self.champion = champion  # an MLflow ModelVersion, or None before the first promotion
+
+    @property
+    def model_version(self) -> str | None:
+        return str(self.champion.version) if self.champion is not None else None
+
+    def reference(self) -> Reference | None:
+        if self.champion is None:
+            return None
+        version = self.champion.tags["training_dataset_version"]
+        path = self.settings.path("datasets", "training", f"{version}.parquet")
+        return _dataset_reference(str(path), self.model_version, version)
+
+    def ledger_path(self, day: str) -> Path:
+        return self.settings.path("monitoring", "feature_drift", f"v{self.model_version}", f"{day}.json")
+
+    def verdict(self, day: str, features: pd.DataFrame | None = None, refresh: bool = False) -> DayVerdict:
+        """The recorded verdict for ``day``, evaluated now (and recorded) if there is none yet."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        reference = self.reference()
+        if reference is None:
+            return DayVerdict(day, NO_REFERENCE, None, now)
+        if day <= reference.last_training_day:
+            # The model learnt from this day: the day is part of its reference, not drift from it.
+            return DayVerdict(day, IN_TRAINING_PERIOD, self.model_version, now)
+        path = self.ledger_path(day)
+        if path.exists() and not refresh:
+            return DayVerdict(**json.loads(path.read_text()))
+        if features is None:
+            feature_file = self.settings.path("lake", "customer_features", f"{day}.parquet")
+            if not feature_file.exists():
+                return DayVerdict(day, NO_FEATURES, self.model_version, now)
+            features = pd.read_parquet(feature_file)
+        columns = self.monitored_columns(reference)
+        result = evaluate_drift(reference.features, features, columns, drift_settings(self.settings))
+        report = None
+        if result.drifted:
+            report = str(self.settings.path("reports", "feature_drift", f"{day}_v{self.model_version}.html"))
+            write_drift_report(
+                reference.features,
+                features,
+                columns,
+                drift_settings(self.settings),
+                Path(report),
+                title=f"Feature drift of {day} against champion v{self.model_version}",
+            )
+        drift = {**result.as_metadata(), "summary": result.summary()}
+        verdict = DayVerdict(day, DRIFTED if result.drifted else PASSED, self.model_version, now, drift, report)
+        write_json_atomic(path, asdict(verdict))
+        return verdict
+
+    def monitored_columns(self, reference: Reference) -> list[str]:
+        excluded = set(self.settings.monitoring.drift_exclude_columns)
+        meta = {"customer_id", "event_timestamp", "as_of_day", "split", "churned"}
+        return [c for c in reference.features.columns if c not in meta and c not in excluded]
+
+    def recorded_verdicts(self) -> list[DayVerdict]:
+        """Every verdict recorded against the current champion."""
+        if self.champion is None:
+            return []
+        folder = self.settings.path("monitoring", "feature_drift", f"v{self.model_version}")
+        return [DayVerdict(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+
+
+class HeldBack:
+    """Prediction days the drift gate held back, until a release or an override materializes them."""
+
+    def __init__(self, settings: ProjectSettings) -> None:
+        self.folder = settings.path("monitoring", "held_back")
+
+    def hold(self, verdict: DayVerdict) -> None:
+        write_json_atomic(self.folder / f"{verdict.day}.json", asdict(verdict))
+
+    def release(self, day: str) -> None:
+        (self.folder / f"{day}.json").unlink(missing_ok=True)
+
+    def days(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.json"))
