@@ -9,7 +9,9 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DAGSTER_DISABLE_TELEMETRY := true
 HOST ?= 127.0.0.1
 
-.PHONY: install demo ui mlflow-ui test lint format clean
+DRIFT_ENV := FTI_CONFIG=configs/simulated_drift.yaml DAGSTER_HOME=$(CURDIR)/data/drift/dagster_home
+
+.PHONY: install demo demo-drift ui ui-drift mlflow-ui rollback bench test lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,22 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h $(HOST) -p 3000 -w workspace.yaml
+
+# The closed loop: drift -> held-back predictions -> one retrain -> gated promotion -> release.
+demo-drift: install
+	mkdir -p data/drift/dagster_home && cp dagster.yaml data/drift/dagster_home/
+	$(DRIFT_ENV) $(BIN)/python -m fti_assets.demo_drift
+
+ui-drift: install
+	$(DRIFT_ENV) $(BIN)/dagster dev -h $(HOST) -p 3000 -w workspace.yaml
+
+# make rollback VERSION=3 REASON="v4 misbehaves in production"
+rollback: install $(DAGSTER_HOME)/dagster.yaml
+	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=N [REASON=...]" >&2; exit 2; }
+	$(BIN)/python -m fti_assets.training.rollback --version "$(VERSION)" --reason "$(or $(REASON),manual rollback)"
+
+bench: install
+	$(BIN)/python bench/drift.py --rows 1000000 --columns 10
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db

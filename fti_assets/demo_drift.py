@@ -17,6 +17,7 @@ from dagster import DagsterInstance, RunsFilter, build_sensor_context
 
 from fti_assets.definitions import build_definitions
 from fti_assets.demo import QUIET, run_demo, simulated_source
+from fti_assets.monitoring.drift_gate import HeldBack
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings, load_settings
 from fti_assets.simulate import append_transactions
 
@@ -34,7 +35,11 @@ class SensorHarness:
     def tick(self, name: str) -> list:
         sensor = self.defs.resolve_sensor_def(name)
         with build_sensor_context(
-            instance=self.instance, cursor=self.cursors.get(name), definitions=self.defs, sensor_name=name
+            instance=self.instance,
+            cursor=self.cursors.get(name),
+            definitions=self.defs,
+            sensor_name=name,
+            resources={key: self.defs.resources[key] for key in sensor.required_resource_keys},
         ) as context:
             data = sensor.evaluate_tick(context)
         self.cursors[name] = data.cursor
@@ -113,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         out(f"  champion now: v{registry.champion().version}")
         for move in registry.alias_moves():
             out(f"  alias move {move['at']}: v{move['from']} -> v{move['to']} ({move['action']}: {move['reason']})")
-        out(f"  release runs: {len(events['releases'])}")
+        still_held = HeldBack(settings).days()
+        out(f"  released with the new champion: {len(events['held_back']) - len(still_held)} days")
+        out(
+            f"  still held back: {len(still_held)} days (drifted against the new champion too: the 30/90-day windows "
+            "are still filling with the new regime; the next labelled days request the next retrain)"
+        )
         out("Browse the loop in the Dagster UI:  make ui   (Runs, the feature_drift check, sensors)")
     return 0
 

@@ -37,6 +37,25 @@ def small_settings(data_dir: Path, **overrides) -> ProjectSettings:
     return load_settings(DEFAULT_CONFIG, **values)
 
 
+def small_drift_settings(data_dir: Path, **overrides) -> ProjectSettings:
+    """130 stable days, then drift; the drifted days arrive later, ending when 10 of them have labels."""
+    days = 130 + 14 + 10 + 3
+    values = dict(
+        simulator={
+            "n_customers": 600,
+            "days": days,
+            "start": "2026-01-01",
+            "seed": 5,
+            "available_days": 131,
+            "drift": {"from_day": 130, "spend_multiplier": 2.5, "frequency_multiplier": 0.6, "churn_multiplier": 2.0},
+        },
+        end_date=(date(2026, 1, 1) + timedelta(days=days - 1)).isoformat(),
+        monitoring={"min_labelled_drifted_days": 10},
+    )
+    values.update(overrides)
+    return small_settings(data_dir, **values)
+
+
 def dagster_instance(home: Path):
     """A Dagster instance configured by the project's own dagster.yaml, in ``home``."""
     from dagster import DagsterInstance
