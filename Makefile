@@ -11,7 +11,9 @@ HOST ?= 127.0.0.1
 
 DRIFT_ENV := FTI_CONFIG=configs/simulated_drift.yaml DAGSTER_HOME=$(CURDIR)/data/drift/dagster_home
 
-.PHONY: install demo demo-drift ui ui-drift mlflow-ui rollback bench test lint format clean
+SERVE_PORT ?= 8000
+
+.PHONY: install demo demo-drift ui ui-drift mlflow-ui serve rollback bench test lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +43,10 @@ demo-drift: install
 ui-drift: install
 	$(DRIFT_ENV) $(BIN)/dagster dev -h $(HOST) -p 3000 -w workspace.yaml
 
+# Online predictions: POST /predict, GET /health, /metrics, /docs (FTI_SERVICE_TOKEN for a bearer token).
+serve: install
+	$(BIN)/python -m fti_assets.inference.service --host $(HOST) --port $(SERVE_PORT) $(ARGS)
+
 # make rollback VERSION=3 REASON="v4 misbehaves in production"
 rollback: install $(DAGSTER_HOME)/dagster.yaml
 	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=N [REASON=...]" >&2; exit 2; }
@@ -48,6 +54,7 @@ rollback: install $(DAGSTER_HOME)/dagster.yaml
 
 bench: install
 	$(BIN)/python bench/drift.py --rows 1000000 --columns 10
+	$(BIN)/python bench/serving.py $(ARGS)
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db

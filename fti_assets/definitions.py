@@ -23,6 +23,7 @@ from fti_assets.features.assets import build_feature_assets
 from fti_assets.inference.assets import build_inference_assets
 from fti_assets.ingestion.assets import build_ingestion_assets
 from fti_assets.ingestion.sensors import build_ingestion_sensors
+from fti_assets.monitoring.assets import build_monitoring_assets
 from fti_assets.monitoring.checks import build_monitoring_checks
 from fti_assets.monitoring.sensors import build_monitoring_sensors
 from fti_assets.resources.feast import FeastResource
@@ -41,15 +42,15 @@ JOBS = {
     "reference_data_job": AssetSelection.assets("raw_customers", "feature_definitions"),
     "features_job": AssetSelection.assets("customer_features", "churn_labels"),
     "training_job": AssetSelection.assets(
-        "training_dataset", "sklearn_model", "mlp_model", "candidate_model", "champion_model", "online_features"
+        "training_dataset", "sklearn_model", "mlp_model", "candidate_model", "champion_model"
     ),
+    "online_features_job": AssetSelection.assets("online_features", "training_serving_skew"),
     "batch_inference_job": AssetSelection.assets("churn_predictions"),
 }
 # What the sensors request for one new day of data.
 AUTOMATION_JOBS = {
     "daily_job": AssetSelection.assets("raw_transactions", "customer_features", "churn_predictions"),
     "labels_job": AssetSelection.assets("churn_labels"),
-    "online_features_job": AssetSelection.assets("online_features"),
 }
 
 
@@ -105,6 +106,7 @@ def build_definitions(settings: ProjectSettings) -> Definitions:
         *build_feature_assets(settings),
         *build_training_assets(settings),
         *build_inference_assets(settings),
+        *build_monitoring_assets(settings),
     ]
     jobs = {
         name: define_asset_job(name, selection, hooks={end_mlflow_on_run_finished} if name == "training_job" else None)

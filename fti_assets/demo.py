@@ -97,7 +97,8 @@ def summary(settings: ProjectSettings, seen: dict) -> str:
         f"  raw transactions   {raw['rows_accepted']:>9,} accepted, {raw['rows_quarantined']:,} quarantined "
         f"(of {raw['rows_read']:,} read): {', '.join(f'{k} {v}' for k, v in raw['quarantine_reasons'].items() if v)}",
         f"  customer features  {features['dagster/row_count']:>9,} rows (customer x day) in Feast's offline source",
-        f"  online features    {seen['online_features']['entities']:>9,} customers in the online store",
+        f"  online features    {seen['online_features']['entities']:>9,} customers in the online store; "
+        f"online vs offline mismatch rate {seen['training_serving_skew']['mismatch_rate']:.2%}",
         f"  churn labels       {labels['dagster/row_count']:>9,} rows, positive rate {labels['positive_rate']:.1%}",
         f"  training dataset   {dataset['dagster/row_count']:>9,} rows, version {dataset['dataset_version']}, "
         f"splits {dataset['rows_per_split']}",

@@ -62,7 +62,11 @@ class SensorHarness:
                 run_config=request.run_config or QUIET,
                 raise_on_error=False,
             )
-            self.out(f"  [{name}] {request.run_key}: {job.name} {'succeeded' if result.success else 'failed'}")
+            failed_checks = sorted({e.check_name for e in result.get_asset_check_evaluations() if not e.passed})
+            outcome = "succeeded" if result.success else "failed"
+            if failed_checks:
+                outcome += f" (failed checks: {', '.join(failed_checks)}; what depends on them is held back)"
+            self.out(f"  [{name}] {request.run_key}: {job.name} {outcome}")
             results.append((request, result))
         return results
 
@@ -117,14 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         out(f"  retrains requested: {len(events['retrains'])}")
         out(f"  champion now: v{registry.champion().version}")
         for move in registry.alias_moves():
-            out(f"  alias move {move['at']}: v{move['from']} -> v{move['to']} ({move['action']}: {move['reason']})")
+            before = f"v{move['from']}" if move["from"] else "none"
+            out(f"  alias move {move['at']}: {before} -> v{move['to']} ({move['action']}: {move['reason']})")
         still_held = HeldBack(settings).days()
         out(f"  released with the new champion: {len(events['held_back']) - len(still_held)} days")
         out(
             f"  still held back: {len(still_held)} days (drifted against the new champion too: the 30/90-day windows "
             "are still filling with the new regime; the next labelled days request the next retrain)"
         )
-        out("Browse the loop in the Dagster UI:  make ui   (Runs, the feature_drift check, sensors)")
+        out("Browse the loop in the Dagster UI:  make ui-drift   (Runs, the feature_drift check, sensors)")
     return 0
 
 

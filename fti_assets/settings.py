@@ -4,7 +4,7 @@ One YAML file (``FTI_CONFIG``, default: the embedded simulator settings) says wh
 how its columns map to the standard schema, its time zone, the date range and the label horizon.
 Pointing the project at other data is a new file, never a code change. URLs that may carry
 credentials can be left out of the file and given as environment variables instead
-(``FTI_SOURCE_URL``, ``FTI_PREDICTIONS_URL``, ``MLFLOW_TRACKING_URI``).
+(``FTI_SOURCE_URL``, ``FTI_PREDICTIONS_URL``, ``FTI_MLFLOW_TRACKING_URI``).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def test_every_asset_has_description_group_kinds_owners_and_code_version(defs):
         node = graph.get(key)
         name = key.to_user_string()
         assert node.description and len(node.description) > 40, name
-        assert node.group_name in {"ingestion", "features", "training", "inference"}, name
+        assert node.group_name in {"ingestion", "features", "training", "inference", "monitoring"}, name
         assert node.kinds, name
         assert node.owners, name
         assert node.code_version, name

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey
 
-from fti_assets.definitions import build_definitions
+from fti_assets.definitions import JOBS, build_definitions
 from fti_assets.demo import run_demo, summary
 from fti_assets_tests.conftest import DAYS, dagster_instance, small_settings
 
@@ -44,7 +44,7 @@ def latest_materialization(instance, asset: str, partition: str | None = None):
 def test_demo_reports_progress_and_a_summary(e2e):
     settings, _, seen, lines = e2e
     assert any(line.startswith("[source] simulated 400 customers") for line in lines)
-    assert sum(line.endswith(")") and "done in" in line for line in lines) == 5
+    assert sum(line.endswith(")") and "done in" in line for line in lines) == len(JOBS)
     text = summary(settings, seen)
     assert "champion           v1" in text and "make ui" in text
 
@@ -212,3 +212,28 @@ def test_leakage_through_feast_later_data_changes_no_feature_as_of_an_earlier_ti
     after = join()
     pd.testing.assert_frame_equal(before, after)
     assert before["spend_sum_90d"].notna().all()
+
+
+def test_skew_check_catches_a_corrupted_online_value(e2e):
+    settings, instance, seen, _ = e2e
+    assert seen["training_serving_skew"]["mismatch_rate"] == 0.0
+    defs = build_definitions(settings)
+    store = defs.resources["feast"].store()
+    latest = pd.read_parquet(settings.path("lake", "customer_features", f"{settings.end_date}.parquet"))
+    corrupted = latest.head(1).copy()
+    victim = corrupted["customer_id"].iat[0]
+    corrupted["spend_sum_30d"] = corrupted["spend_sum_30d"] + 1000.0
+    store.write_to_online_store("customer_activity_v1", corrupted)
+    from dagster import materialize
+
+    result = materialize(
+        [defs.resolve_assets_def(AssetKey("training_serving_skew"))],
+        instance=instance,
+        raise_on_error=False,
+    )
+    evaluation = next(e for e in result.get_asset_check_evaluations() if e.check_name == "online_matches_offline")
+    assert not evaluation.passed and evaluation.metadata["mismatched_values"].value >= 1
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    assert victim in metadata["mismatches"].value and "spend_sum_30d" in metadata["mismatches"].value
+    # Put the online store right again for whatever runs next.
+    defs.resolve_job_def("online_features_job").execute_in_process(instance=instance)

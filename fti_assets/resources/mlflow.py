@@ -115,10 +115,14 @@ class ModelRegistryResource(ConfigurableResource):
         return pd.read_parquet(path)
 
     def load_model(self, version: str):
-        """The pyfunc model of a version (the champion's, for inference)."""
+        """The pyfunc model of a version (the champion's, for inference), from this registry's URI,
+        not the process-wide one (which a step that never used the tracking resource leaves unset)."""
+        import mlflow.artifacts
         import mlflow.pyfunc
 
-        return mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
+        uri = self.client().get_model_version_download_uri(self.model_name, str(version))
+        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, tracking_uri=self.tracking_uri)
+        return mlflow.pyfunc.load_model(path)
 
     def version_url(self, version: str) -> str:
         return f"{self.ui_url}/#/models/{self.model_name}/versions/{version}"

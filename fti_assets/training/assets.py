@@ -367,6 +367,8 @@ def build_training_assets(settings: ProjectSettings) -> list:
     ):
         import mlflow
 
+        # The registry's URI for everything below (loading the logged model, registering the version).
+        mlflow.set_tracking_uri(registry.tracking_uri)
         best = max([sklearn_model, mlp_model], key=lambda m: m["metrics"]["validation_pr_auc"])
         test = _test_rows(training_dataset)
         candidate_scores = np.asarray(
@@ -398,7 +400,6 @@ def build_training_assets(settings: ProjectSettings) -> list:
             "retrain_reason": context.run.tags.get(run_tags.RETRAIN_REASON, "scheduled or manual"),
             **{k: repr(v) for k, v in best["metrics"].items()},
         }
-        mlflow.set_tracking_uri(registry.tracking_uri)
         version = mlflow.register_model(best["model_uri"], registry.model_name, tags=tags)
         context.log.info(
             f"registered {registry.model_name} version {version.version} ({best['kind']}); gates: {gates['reason']}"
