@@ -12,9 +12,12 @@ import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 from dagster import DagsterInstance
 
 from fti_assets.definitions import JOBS, build_definitions
+from fti_assets.monitoring.drift_gate import DriftGate, HeldBack
+from fti_assets.monitoring.sensors import PARTITION_RANGE_END, PARTITION_RANGE_START, contiguous_ranges
 from fti_assets.settings import ProjectSettings, load_settings
 
 # The assets' own progress lines, without Dagster's per-event debug lines.
@@ -47,6 +50,20 @@ def fill_simulated_source(settings: ProjectSettings, fresh: bool) -> str:
     )
 
 
+def _scorable_ranges(settings: ProjectSettings, defs, first_day: str, last_day: str):
+    """Contiguous day ranges the drift gate lets through, and the days it holds back (recorded as held)."""
+    gate = DriftGate(settings, defs.resources["registry"].champion())
+    passing, held = [], []
+    for day in pd.date_range(first_day, last_day).strftime("%Y-%m-%d"):
+        verdict = gate.verdict(day)
+        if verdict.held_back:
+            HeldBack(settings).hold(verdict)
+            held.append(day)
+        else:
+            passing.append(day)
+    return contiguous_ranges(passing), held
+
+
 def _metadata(result, asset: str) -> dict:
     for event in result.get_asset_materialization_events():
         materialization = event.event_specific_data.materialization
@@ -62,11 +79,8 @@ def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool =
         out(f"[source] {fill_simulated_source(settings, fresh)}")
     defs = build_definitions(settings)
     # Only days the source has completely (a later day exists); the drift demo lets the rest arrive later.
-    last_day = defs.resources["source"].last_complete_day(datetime.now(UTC), settings.end_date) or settings.end_date
-    range_tags = {
-        "dagster/asset_partition_range_start": settings.start_date.isoformat(),
-        "dagster/asset_partition_range_end": last_day.isoformat(),
-    }
+    last = defs.resources["source"].last_complete_day(datetime.now(UTC), settings.end_date) or settings.end_date
+    first_day, last_day = settings.start_date.isoformat(), last.isoformat()
     seen: dict[str, dict] = {}
     stage_seconds: dict[str, float] = {}
     for job_name, selection in JOBS.items():
@@ -74,13 +88,24 @@ def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool =
         assets = sorted(key.to_user_string() for key in selection.resolve(defs.resolve_asset_graph()))
         out(f"[{job_name}] running {', '.join(assets)}")
         job = defs.resolve_job_def(job_name)
-        tags = range_tags if job_name in PARTITIONED_JOBS else {}
-        result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=True)
+        if job_name == "batch_inference_job":
+            ranges, held = _scorable_ranges(settings, defs, first_day, last_day)
+            seen["_held_back_days"] = held
+            if held:
+                out(f"[{job_name}] {len(held)} days held back by the drift gate: {held[0]} .. {held[-1]}")
+        else:
+            ranges = [(first_day, last_day)] if job_name in PARTITIONED_JOBS else [None]
+        for day_range in ranges:
+            tags = {} if day_range is None else {PARTITION_RANGE_START: day_range[0], PARTITION_RANGE_END: day_range[1]}
+            result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=True)
+            for event in result.get_asset_materialization_events():
+                name = event.event_specific_data.materialization.asset_key.to_user_string()
+                metadata = _metadata(result, name)
+                if "dagster/row_count" in seen.get(name, {}) and name == "churn_predictions":
+                    metadata["dagster/row_count"] += seen[name]["dagster/row_count"]
+                seen[name] = metadata
         stage_seconds[job_name] = round(time.perf_counter() - stage_started, 1)
-        for event in result.get_asset_materialization_events():
-            name = event.event_specific_data.materialization.asset_key.to_user_string()
-            seen[name] = _metadata(result, name)
-        out(f"[{job_name}] done in {stage_seconds[job_name]} s (run {result.run_id[:8]})")
+        out(f"[{job_name}] done in {stage_seconds[job_name]} s ({len(ranges)} run(s))")
     seen["_stage_seconds"] = stage_seconds
     seen["_total_seconds"] = round(time.perf_counter() - started, 1)
     return seen
@@ -107,7 +132,8 @@ def summary(settings: ProjectSettings, seen: dict) -> str:
         f"                     test: PR-AUC {metrics['test_pr_auc']:.3f}, ROC-AUC {metrics['test_roc_auc']:.3f}, "
         f"Brier {metrics['test_brier']:.3f}, positive rate {metrics['test_positive_rate']:.3f}",
         f"  champion           v{champion['champion_version']} ({champion['reason']})",
-        f"  predictions        {predictions['dagster/row_count']:,} rows in {predictions['table']}",
+        f"  predictions        {predictions['dagster/row_count']:,} rows in {predictions['table']}"
+        + (f"; {len(seen['_held_back_days'])} days held back by the drift gate" if seen["_held_back_days"] else ""),
         f"  stage seconds      {seen['_stage_seconds']} total {seen['_total_seconds']} s",
         "",
         "Browse it all in the Dagster UI:  make ui   (http://127.0.0.1:3000)",

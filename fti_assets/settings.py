@@ -123,7 +123,10 @@ class MonitoringSettings(_Strict):
         default=7, ge=1, description="Retrain once this many drifted days have labels, so the drift is learnt."
     )
     row_count_ratio_bounds: tuple[float, float] = Field(
-        default=(0.2, 5.0), description="A day's rows against the median of the 14 days before it."
+        default=(0.2, 5.0), description="A day's rows against the median of the same weekday in the 4 weeks before."
+    )
+    row_count_min_median: int = Field(
+        default=30, ge=0, description="Days before a median this small are too sparse for the row-count rule."
     )
 
 

@@ -1,7 +1,6 @@
 """Feature pipeline: raw transactions -> daily customer features -> Feast offline and online stores."""
 
 import time
-from datetime import timedelta
 
 import pandas as pd
 from dagster import (
@@ -108,27 +107,33 @@ def build_feature_assets(settings: ProjectSettings) -> list:
         owners=OWNERS,
         code_version="1",
         description=(
-            "The latest feature values per customer, materialized from the offline table into the Feast "
-            "online store (SQLite by default, Redis by configuration) for online serving."
+            "The latest feature values per customer, written from the offline table into the Feast online store "
+            "(SQLite by default, Redis by configuration) with batched writes that store exactly what Feast's "
+            "materialize stores (a test compares them), for online serving."
         ),
     )
     def online_features(context: AssetExecutionContext, feast: FeastResource, lake: LakeResource):
         written = lake.written_days(FEATURE_TABLE)
         if not written:
             raise ValueError("no customer_features partition has been materialized yet")
+        from fti_assets.features.online_write import write_online_features
+
+        # The latest day only: rows older than the views' one-day TTL describe customers no longer active.
         latest = pd.read_parquet(lake.day_path(FEATURE_TABLE, written[-1]))
         store = feast.store()
         started = time.perf_counter()
-        end = pd.Timestamp(latest["event_timestamp"].max()).to_pydatetime() + timedelta(seconds=1)
-        # Rows older than the views' one-day TTL describe customers who are no longer active.
-        store.materialize(start_date=end - timedelta(days=1), end_date=end)
+        views = [view.name for view in store.list_feature_views()]
+        for view in views:
+            # Batched writes of exactly what `FeatureStore.materialize` stores, an order of magnitude faster.
+            write_online_features(store, view, latest)
         seconds = time.perf_counter() - started
-        context.log.info(f"materialized {len(latest)} customers as of {written[-1]} in {seconds:.1f} s")
+        context.log.info(f"wrote {len(latest)} customers as of {written[-1]} to {views} in {seconds:.1f} s")
         return MaterializeResult(
             metadata={
                 "as_of_day": written[-1].isoformat(),
                 "entities": len(latest),
-                "materialize_seconds": round(seconds, 2),
+                "write_seconds": round(seconds, 2),
+                "feature_views": MetadataValue.json(views),
                 "online_store": feast.online_store,
             },
             data_version=DataVersion(frame_version(latest)),

@@ -8,7 +8,7 @@ all see the same answer (a blocking check alone gates only its own run, dagster#
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -116,23 +116,30 @@ class DriftGate:
             if not feature_file.exists():
                 return DayVerdict(day, NO_FEATURES, self.model_version, now)
             features = pd.read_parquet(feature_file)
-        columns = self.monitored_columns(reference)
-        result = evaluate_drift(reference.features, features, columns, drift_settings(self.settings))
-        report = None
-        if result.drifted:
-            report = str(self.settings.path("reports", "feature_drift", f"{day}_v{self.model_version}.html"))
-            write_drift_report(
-                reference.features,
-                features,
-                columns,
-                drift_settings(self.settings),
-                Path(report),
-                title=f"Feature drift of {day} against champion v{self.model_version}",
-            )
+        result = evaluate_drift(
+            reference.features, features, self.monitored_columns(reference), drift_settings(self.settings)
+        )
         drift = {**result.as_metadata(), "summary": result.summary()}
-        verdict = DayVerdict(day, DRIFTED if result.drifted else PASSED, self.model_version, now, drift, report)
+        verdict = DayVerdict(day, DRIFTED if result.drifted else PASSED, self.model_version, now, drift)
         write_json_atomic(path, asdict(verdict))
         return verdict
+
+    def write_report(self, verdict: DayVerdict) -> DayVerdict:
+        """The Evidently HTML report of a judged day (seconds each, so only for the days a person will open)."""
+        reference = self.reference()
+        features = pd.read_parquet(self.settings.path("lake", "customer_features", f"{verdict.day}.parquet"))
+        report = self.settings.path("reports", "feature_drift", f"{verdict.day}_v{self.model_version}.html")
+        write_drift_report(
+            reference.features,
+            features,
+            self.monitored_columns(reference),
+            drift_settings(self.settings),
+            report,
+            title=f"Feature drift of {verdict.day} against champion v{self.model_version}",
+        )
+        reported = replace(verdict, report=str(report))
+        write_json_atomic(self.ledger_path(verdict.day), asdict(reported))
+        return reported
 
     def monitored_columns(self, reference: Reference) -> list[str]:
         excluded = set(self.settings.monitoring.drift_exclude_columns)

@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 
+WEEKS = 4
+
 
 def quality_issues(
     frame: pd.DataFrame,
@@ -10,12 +12,14 @@ def quality_issues(
     non_negative: list[str],
     row_count_history: list[int],
     ratio_bounds: tuple[float, float],
+    min_median_rows: int = 30,
 ) -> list[str]:
     """Human-readable problems of one day's rows; an empty list means the day is fine.
 
-    ``row_count_history`` holds the row counts of the days before (the last 14 are used): a day with
-    fewer or more rows than ``ratio_bounds`` times their median is an anomaly (a broken extract, a
-    double load), not drift.
+    ``row_count_history`` holds the row counts of the consecutive days before, oldest first. A day with
+    fewer or more rows than ``ratio_bounds`` times the median of the same weekday in the 4 weeks before
+    is an anomaly (a broken extract, a double load); comparing weekdays keeps a shop's closed Saturdays
+    from looking like outages. Below ``min_median_rows`` a count is mostly chance, so it is not judged.
     """
     issues = []
     for column in required:
@@ -27,10 +31,10 @@ def quality_issues(
         bad = int((~np.isfinite(values) | (values < 0)).sum())
         if bad:
             issues.append(f"{column}: {bad} negative or non-finite values")
-    history = [n for n in row_count_history[-14:] if n > 0]
-    if len(history) >= 7:
-        median = float(np.median(history))
+    same_weekday = row_count_history[-7::-7][:WEEKS]
+    if len(same_weekday) >= 3:
+        median = float(np.median(same_weekday))
         low, high = ratio_bounds
-        if not low * median <= len(frame) <= high * median:
-            issues.append(f"{len(frame)} rows against a median of {median:.0f} over the days before")
+        if median >= min_median_rows and not low * median <= len(frame) <= high * median:
+            issues.append(f"{len(frame)} rows against a median of {median:.0f} on the same weekday before")
     return issues
