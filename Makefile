@@ -52,8 +52,10 @@ rollback: install $(DAGSTER_HOME)/dagster.yaml
 	@test -n "$(VERSION)" || { echo "usage: make rollback VERSION=N [REASON=...]" >&2; exit 2; }
 	$(BIN)/python -m fti_assets.training.rollback --version "$(VERSION)" --reason "$(or $(REASON),manual rollback)"
 
+# Each prints its named baseline and ours, measured in the same run. Loopback traffic only.
 bench: install
 	$(BIN)/python bench/drift.py --rows 1000000 --columns 10
+	$(BIN)/python bench/online_materialize.py --entities 200000 $(if $(FTI_TEST_REDIS_URL),--redis $(FTI_TEST_REDIS_URL))
 	$(BIN)/python bench/serving.py $(ARGS)
 
 mlflow-ui: install

@@ -65,11 +65,16 @@ def dagster_instance(home: Path):
     return DagsterInstance.from_config(str(home))
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    url = os.environ.get("FTI_TEST_POSTGRES_URL")
+def server_url(variable: str, server: str) -> str:
+    """A test server's address from the environment: skipped without it, failed if CI requires servers."""
+    url = os.environ.get(variable)
     if not url:
         if os.environ.get("FTI_REQUIRE_SERVERS"):
-            pytest.fail("FTI_REQUIRE_SERVERS is set but FTI_TEST_POSTGRES_URL is not")
-        pytest.skip("FTI_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against")
+            pytest.fail(f"FTI_REQUIRE_SERVERS is set but {variable} is not")
+        pytest.skip(f"{variable} is not set: no {server} server to test against")
     return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return server_url("FTI_TEST_POSTGRES_URL", "PostgreSQL")

@@ -8,7 +8,6 @@ what ``get_online_features`` returns and the raw rows (SQLite) or hashes (Redis)
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
 from contextlib import closing
@@ -22,7 +21,7 @@ import pytest
 from fti_assets.features.transform import FEATURE_COLUMNS, FEATURE_TABLE_COLUMNS, end_of_day_utc
 from fti_assets.resources.feast import FeastResource
 from fti_assets.settings import PROJECT_ROOT
-from fti_assets_tests.conftest import small_settings
+from fti_assets_tests.conftest import server_url, small_settings
 
 VIEW = "customer_activity_v1"
 SERVICE = "customer_churn_v1"
@@ -39,12 +38,7 @@ def redis_url(request) -> str | None:
     """None for SQLite; the Redis server's host:port for Redis (skipped without FTI_TEST_REDIS_URL)."""
     if request.param == "sqlite":
         return None
-    url = os.environ.get("FTI_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("FTI_REQUIRE_SERVERS"):
-            pytest.fail("FTI_REQUIRE_SERVERS is set but FTI_TEST_REDIS_URL is not")
-        pytest.skip("FTI_TEST_REDIS_URL is not set: no Redis server to test against")
-    return url
+    return server_url("FTI_TEST_REDIS_URL", "Redis")
 
 
 @pytest.fixture

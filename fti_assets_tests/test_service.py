@@ -5,7 +5,6 @@ online store; the service is started against them in a background thread and exe
 Tests that move the champion alias run last, and put it back.
 """
 
-import os
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 
 from fti_assets.demo import run_demo
-from fti_assets_tests.conftest import dagster_instance, small_settings
+from fti_assets_tests.conftest import dagster_instance, server_url, small_settings
 
 pytestmark = pytest.mark.slow
 
@@ -471,12 +470,7 @@ def test_a_feature_schema_changed_under_the_served_model_stops_serving_it(demo, 
 @pytest.fixture(scope="module")
 def redis_url() -> str:
     """FTI_TEST_REDIS_URL (host:port), checked before the demo is built."""
-    url = os.environ.get("FTI_TEST_REDIS_URL")
-    if not url:
-        if os.environ.get("FTI_REQUIRE_SERVERS"):
-            pytest.fail("FTI_REQUIRE_SERVERS is set but FTI_TEST_REDIS_URL is not")
-        pytest.skip("FTI_TEST_REDIS_URL is not set: no Redis server to test against")
-    return url.removeprefix("redis://")
+    return server_url("FTI_TEST_REDIS_URL", "Redis").removeprefix("redis://")
 
 
 def test_redis_online_store_gives_the_same_answers(redis_url, demo, service, tmp_path, known_ids):
