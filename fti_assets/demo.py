@@ -53,15 +53,10 @@ def fill_simulated_source(settings: ProjectSettings, fresh: bool) -> str:
 def _scorable_ranges(settings: ProjectSettings, defs, first_day: str, last_day: str):
     """Contiguous day ranges the drift gate lets through, and the days it holds back (recorded as held)."""
     gate = DriftGate(settings, defs.resources["registry"].champion())
-    passing, held = [], []
-    for day in pd.date_range(first_day, last_day).strftime("%Y-%m-%d"):
-        verdict = gate.verdict(day)
-        if verdict.held_back:
-            HeldBack(settings).hold(verdict)
-            held.append(day)
-        else:
-            passing.append(day)
-    return contiguous_ranges(passing), held
+    passing, held = gate.split(list(pd.date_range(first_day, last_day).strftime("%Y-%m-%d")))
+    for verdict in held:
+        HeldBack(settings).hold(verdict)
+    return contiguous_ranges(passing), [v.day for v in held]
 
 
 def _metadata(result, asset: str) -> dict:

@@ -58,7 +58,7 @@ class PredictionConfig(Config):
 
 def _drift_gate(context, config: PredictionConfig, gate: DriftGate, held_back: HeldBack, days: list[str]) -> None:
     """Raise for days whose features drifted from the champion's reference, unless overridden (and recorded)."""
-    held = [v for v in (gate.verdict(day) for day in days) if v.held_back]
+    _, held = gate.split(days)
     if not held:
         return
     if config.override_drift_gate:

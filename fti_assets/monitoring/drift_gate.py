@@ -124,6 +124,11 @@ class DriftGate:
         write_json_atomic(path, asdict(verdict))
         return verdict
 
+    def split(self, days: list[str]) -> tuple[list[str], list[DayVerdict]]:
+        """The days the gate lets through, and the verdicts of the days it holds back."""
+        verdicts = [self.verdict(day) for day in days]
+        return [v.day for v in verdicts if not v.held_back], [v for v in verdicts if v.held_back]
+
     def write_report(self, verdict: DayVerdict) -> DayVerdict:
         """The Evidently HTML report of a judged day (seconds each, so only for the days a person will open)."""
         reference = self.reference()

@@ -90,7 +90,7 @@ def build_monitoring_sensors(settings: ProjectSettings, jobs: dict) -> list:
             return SkipReason(f"champion v{champion.version} already handled")
         gate = DriftGate(settings, champion)
         held = HeldBack(settings).days()
-        passing = [day for day in held if not gate.verdict(day).held_back]
+        passing, _ = gate.split(held)
         context.update_cursor(str(champion.version))
         if not passing:
             return SkipReason(f"{len(held)} days held back; none passes against champion v{champion.version}")
