@@ -234,7 +234,7 @@ class ModelBundle:
     model: Any
     feature_service_name: str
     feature_service: Any  # the Feast FeatureService object, fetched once per bundle
-    join_key: str
+    reader: Any  # OnlineFeatureReader of the service's views, for the model's inputs
     threshold: float
     input_names: tuple[str, ...]
     feature_schema_hash: str
@@ -246,33 +246,54 @@ class ModelBundle:
 def _pyfunc_scorer(model, input_names: tuple[str, ...]) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     """A function float64 matrix (n x inputs) -> probabilities.
 
-    The fast path calls the model's own PythonModel.predict on a frame with exactly the signature's columns,
-    skipping MLflow's per-call schema enforcement (the service enforces columns and float64 itself); it is
-    used only when it gives the same scores as ``pyfunc.predict`` on probe rows, else the full path is used.
+    Fast paths, used only when they give the same scores as ``pyfunc.predict`` on probe rows: the model's own
+    ``predict_matrix`` on the matrix (the project's scorer has one), else its PythonModel.predict on a frame
+    with exactly the signature's columns, skipping MLflow's per-call schema enforcement (the service enforces
+    columns and float64 itself). Otherwise ``pyfunc.predict``.
     """
     columns = list(input_names)
 
     def full(x: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(pd.DataFrame(x, columns=columns)), dtype="float64").reshape(-1)
 
+    rng = np.random.default_rng(0)
+    probe = np.vstack([np.zeros(len(columns)), rng.gamma(2.0, 50.0, size=(7, len(columns)))])
+    probe[1, 0] = np.nan
+    expected = full(probe)
+    for path, scorer in _direct_scorers(model, columns):
+        try:
+            if np.allclose(scorer(probe), expected, rtol=0, atol=1e-12, equal_nan=True):
+                return scorer, path
+            log.warning(f"the model's {path} differs from pyfunc.predict: not used")
+        except Exception as exc:  # not this model's interface
+            log.info(f"scoring path {path} unavailable ({type(exc).__name__}: {exc})")
+    return full, "pyfunc"
+
+
+def _direct_scorers(model, columns: list[str]):
+    """(name, scorer) candidates that skip MLflow's wrapper, fastest first."""
     try:
         python_model = model.unwrap_python_model()
-        takes_context = "context" in inspect.signature(python_model.predict).parameters
+    except Exception:
+        return
+    features = getattr(python_model, "features", None)
+    if hasattr(python_model, "predict_matrix") and features is not None and set(features) == set(columns):
+        order = [columns.index(name) for name in features]
+        same_order = order == list(range(len(columns)))
 
-        def fast(x: np.ndarray) -> np.ndarray:
-            frame = pd.DataFrame(x, columns=columns)
-            out = python_model.predict(None, frame) if takes_context else python_model.predict(frame)
+        def matrix(x: np.ndarray) -> np.ndarray:
+            out = python_model.predict_matrix(x if same_order else x[:, order])
             return np.asarray(out, dtype="float64").reshape(-1)
 
-        rng = np.random.default_rng(0)
-        probe = np.vstack([np.zeros(len(columns)), rng.gamma(2.0, 50.0, size=(7, len(columns)))])
-        probe[1, 0] = np.nan
-        if np.allclose(fast(probe), full(probe), rtol=0, atol=1e-12, equal_nan=True):
-            return fast, "python_model"
-        log.warning("the model's direct predict differs from pyfunc.predict: using pyfunc.predict")
-    except Exception as exc:  # not a PythonModel, or its predict does not take a frame
-        log.info(f"pyfunc fast path unavailable ({type(exc).__name__}: {exc}): using pyfunc.predict")
-    return full, "pyfunc"
+        yield "predict_matrix", matrix
+    takes_context = "context" in inspect.signature(python_model.predict).parameters
+
+    def frame(x: np.ndarray) -> np.ndarray:
+        data = pd.DataFrame(x, columns=columns)
+        out = python_model.predict(None, data) if takes_context else python_model.predict(data)
+        return np.asarray(out, dtype="float64").reshape(-1)
+
+    yield "python_model", frame
 
 
 def _with_torch_threads(scorer: Callable, torch, threads: int) -> Callable:
@@ -312,25 +333,19 @@ def load_bundle(settings: ServiceSettings, model_version) -> ModelBundle:
     except ValueError as exc:
         raise ModelRefused(f"model version {version}: threshold tag {tags['threshold']!r} is not a number") from exc
 
+    from fti_assets.inference.online_read import OnlineFeatureReader
+
     store = settings.feast.store()
     service = store.get_feature_service(service_name)
-    join_keys = {
-        column.name
-        for projection in service.feature_view_projections
-        for column in store.get_feature_view(projection.name).entity_columns
-    }
-    if len(join_keys) != 1:
-        raise ModelRefused(f"{service_name} has join keys {sorted(join_keys)}; the service needs exactly one")
-    served_features = {feature.name for p in service.feature_view_projections for feature in p.features}
-
     model = settings.registry.load_model(version)
     schema = model.metadata.get_input_schema()
     if schema is None:
         raise ModelRefused(f"model version {version} has no input signature")
     input_names = tuple(schema.input_names())
-    missing = [name for name in input_names if name not in served_features]
-    if missing:
-        raise ModelRefused(f"model version {version} needs {missing}, which {service_name} does not serve")
+    try:
+        reader = OnlineFeatureReader(store, service, input_names)
+    except ValueError as exc:
+        raise ModelRefused(f"model version {version} cannot be served through {service_name}: {exc}") from exc
     scorer, path = _pyfunc_scorer(model, input_names)
     if settings.model_threads and "torch" in sys.modules:
         scorer = _with_torch_threads(scorer, sys.modules["torch"], settings.model_threads)
@@ -339,7 +354,7 @@ def load_bundle(settings: ServiceSettings, model_version) -> ModelBundle:
         model=model,
         feature_service_name=service_name,
         feature_service=service,
-        join_key=join_keys.pop(),
+        reader=reader,
         threshold=threshold,
         input_names=input_names,
         feature_schema_hash=served_hash,
@@ -429,11 +444,7 @@ class ChampionWatcher:
     def _warm(self, bundle: ModelBundle) -> None:
         """One online read and one prediction before the bundle serves, so the first request is not slow."""
         try:
-            self.settings.feast.store().get_online_features(
-                features=bundle.feature_service,
-                entity_rows=[{bundle.join_key: "__warmup__"}],
-                full_feature_names=False,
-            )
+            bundle.reader.read(["__warmup__"])
         except Exception as exc:  # the store being down does not refuse a model; /predict reports it
             log.warning(f"online store not reachable while warming v{bundle.version}: {exc}")
             if self.on_store_error is not None:
@@ -694,33 +705,6 @@ def _iso(seconds: float | None) -> str | None:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _decode_online(proto, bundle: ModelBundle, n: int) -> tuple[np.ndarray, np.ndarray, list]:
-    """Model inputs (n x inputs, NaN for nulls), known flags and feature event times (epoch seconds) from a
-    GetOnlineFeaturesResponse proto, without building a frame."""
-    position = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
-    results = proto.results
-    matrix = np.empty((n, len(bundle.input_names)), dtype="float64")
-    known = np.zeros(n, dtype=bool)
-    event_seconds: list = [None] * n
-    nan = math.nan
-    for j, name in enumerate(bundle.input_names):
-        vector = results[position[name]]
-        values, stamps = vector.values, vector.event_timestamps
-        column = [nan] * n
-        for i in range(n):
-            value = values[i]
-            kind = value.WhichOneof("val")
-            if kind is None or kind == "null_val":
-                continue
-            column[i] = getattr(value, kind)
-            if not known[i]:
-                known[i] = True
-                stamp = stamps[i]
-                event_seconds[i] = stamp.seconds + stamp.nanos / 1e9
-        matrix[:, j] = column
-    return matrix, known, event_seconds
-
-
 def create_app(settings: ServiceSettings) -> FastAPI:
     """The FastAPI app: /predict, /health, /metrics, /docs. The champion loads when the app starts."""
     metrics = ServiceMetrics()
@@ -734,9 +718,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         bundle = watcher.bundle
         if bundle is None:
             raise RuntimeError("no model loaded: no feature service to read through")
-        return settings.feast.store().get_online_features(
-            features=bundle.feature_service, entity_rows=[{bundle.join_key: entity}], full_feature_names=False
-        )
+        return bundle.reader.read([entity])
 
     guard = OnlineStoreGuard(read_one)
     watcher.on_store_error = guard.failed
@@ -828,27 +810,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 f"{guard.probe_seconds:g} s)",
             )
         ids = [i if isinstance(i, str) else str(i) for i in body.customer_ids]
-        join_key = bundle.join_key
         try:
-            online = settings.feast.store().get_online_features(
-                features=bundle.feature_service,
-                entity_rows=[{join_key: i} for i in ids],
-                full_feature_names=False,
-            )
+            online = bundle.reader.read(ids)
         except Exception as exc:
             guard.failed(exc)
             raise ServiceError(
                 503, "online_store_unavailable", f"online store unavailable: {type(exc).__name__}: {exc}"
             ) from exc
-        try:
-            matrix, known, event_seconds = _decode_online(online.proto, bundle, n)
-        except KeyError as exc:
-            # The feature service changed under the model (the next poll withdraws it): never score a partial row.
-            raise ServiceError(
-                503,
-                "feature_schema_changed",
-                f"{bundle.feature_service_name} no longer returns {exc} that model v{bundle.version} needs",
-            ) from exc
+        matrix, known, event_seconds = online.matrix, online.known, online.event_seconds
         scores = np.full(n, math.nan)
         n_known = int(known.sum())
         if n_known:
@@ -950,6 +919,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             "threshold": bundle.threshold if bundle else None,
             "model_loaded_at": bundle.loaded_at if bundle else None,
             "scoring_path": bundle.scoring_path if bundle else None,
+            "read_path": bundle.reader.path if bundle else None,
             "online_store": store,
             "last_poll": watcher.last_poll,
             "poll_seconds": settings.poll_seconds,

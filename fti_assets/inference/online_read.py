@@ -1,0 +1,204 @@
+"""A feature service's online values for a batch of entity ids, read straight into a model's input matrix.
+
+``FeatureStore.get_online_features`` resolves the service, builds a response proto value by value and
+converts every stored time (about 6 ms for 100 ids here), when the model needs one float64 matrix. The
+reader resolves the service's views and features once (per model bundle), then per request:
+
+- SQLite (the default): one ``SELECT`` per view on a read-only connection of its own, the rows of Feast's
+  table decoded in place: the ``ValueProto`` bytes Feast stored (memoised per distinct byte string, as
+  feature values repeat) and the epoch seconds Feast's adapter stored as the event time.
+- any other online store (Redis, ...): the store's own ``online_read`` through Feast's provider, which is
+  what ``get_online_features`` calls underneath.
+
+The values equal what ``get_online_features`` returns for the same service (tests compare them entity by
+entity on SQLite and on Redis). Import inside a process that serves: importing Feast takes seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import struct
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from feast.infra.key_encoding_utils import serialize_entity_key_prefix
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.protos.feast.types.Value_pb2 import ValueType as ValueTypeProto
+from feast.value_type import ValueType
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore
+
+DECODED_CACHE_SIZE = 1 << 16  # distinct stored values remembered (a few MB at most)
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineRows:
+    """Model inputs of n ids: NaN where the store holds no value or a null one."""
+
+    matrix: np.ndarray  # n x inputs, float64
+    known: np.ndarray  # n bools: the store holds a non-null input of the id
+    event_seconds: list[float | None]  # event time (epoch seconds) of the first view holding the id
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    view: Any  # the Feast FeatureView
+    table: str  # its SQLite table
+    columns: dict[str, int]  # feature name -> column of the matrix
+
+
+class OnlineFeatureReader:
+    """Reads ``input_names`` of ``feature_service`` for one join key; build one per served model."""
+
+    def __init__(self, store: FeatureStore, feature_service: FeatureService, input_names: tuple[str, ...]):
+        from feast.infra.online_stores.helpers import compute_table_id
+
+        self.store, self.input_names = store, input_names
+        config = store.config
+        position = {name: j for j, name in enumerate(input_names)}
+        self.views: list[_View] = []
+        entity_columns = set()
+        for projection in feature_service.feature_view_projections:
+            view = store.get_feature_view(projection.name)
+            entity_columns.update((c.name, c.dtype.to_value_type()) for c in view.entity_columns)
+            columns = {f.name: position[f.name] for f in projection.features if f.name in position}
+            if columns:
+                table = compute_table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
+                self.views.append(_View(view, table, columns))
+        if len(entity_columns) != 1:
+            raise ValueError(f"{feature_service.name} has join keys {sorted(entity_columns)}; one is needed")
+        ((self.join_key, self.key_type),) = entity_columns
+        missing = set(input_names) - {name for v in self.views for name in v.columns}
+        if missing:
+            raise ValueError(f"{feature_service.name} does not serve {sorted(missing)}")
+        self._key_prefix = serialize_entity_key_prefix([self.join_key], config.entity_key_serialization_version)
+        self._sqlite_path = None
+        if config.online_store.type == "sqlite" and config.entity_key_serialization_version == 3:
+            self._sqlite_path = store._get_provider().online_store._get_db_path(config)
+        self._local = threading.local()  # one SQLite connection per thread
+        self._decoded: dict[bytes, float] = {}
+
+    @property
+    def path(self) -> str:
+        """Which read this reader does, for /health."""
+        return "sqlite_select" if self._sqlite_path else "online_read"
+
+    def read(self, ids: list[str]) -> OnlineRows:
+        """The inputs of each id, in order (an id may repeat); ids that are not valid keys are unknown."""
+        n = len(ids)
+        matrix = np.full((n, len(self.input_names)), math.nan)
+        known = np.zeros(n, dtype=bool)
+        event_seconds: list[float | None] = [None] * n
+        rows_of: dict[str, list[int]] = {}
+        for i, entity in enumerate(ids):
+            rows_of.setdefault(entity, []).append(i)
+        keys = {
+            key: (entity, rows) for entity, rows in rows_of.items() if (key := self._entity_key(entity)) is not None
+        }
+        for view in self.views:
+            found = self._sqlite_rows(view, keys) if self._sqlite_path else self._online_read(view, keys)
+            for key, seconds, values in found:
+                columns = [(view.columns[name], value) for name, value in values if name in view.columns]
+                # Known by a value, not by a row: Redis answers an absent key with null values.
+                present = any(not math.isnan(value) for _, value in columns)
+                for i in keys[key][1]:
+                    for j, value in columns:
+                        matrix[i, j] = value
+                    if present and not known[i]:
+                        known[i], event_seconds[i] = True, seconds
+        return OnlineRows(matrix, known, event_seconds)
+
+    def _entity_key(self, entity: str) -> bytes | None:
+        """Feast's ``serialize_entity_key`` (version 3) of one join-key value given as text."""
+        if self.key_type == ValueType.STRING:
+            utf8 = entity.encode("utf8")
+            return self._key_prefix + struct.pack("<II", ValueTypeProto.STRING, len(utf8)) + utf8
+        if self.key_type == ValueType.INT64:
+            try:
+                return self._key_prefix + struct.pack("<IIq", ValueTypeProto.INT64, 8, int(entity))
+            except (ValueError, struct.error):
+                return None  # not an int64: no row can hold it
+        raise ValueError(f"join key {self.join_key} of type {self.key_type.name} is not served (string or int64)")
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # Read-only, no type detection: event_ts comes back as the stored epoch seconds.
+            conn = sqlite3.connect(f"file:{self._sqlite_path}?mode=ro", uri=True, check_same_thread=False)
+            self._local.conn = conn
+        return conn
+
+    def _sqlite_rows(self, view: _View, keys: dict[bytes, tuple[str, list[int]]]):
+        """(key, event seconds, [(feature, value)]) per stored key, from Feast's SQLite table."""
+        from feast.infra.online_stores.sqlite import _quote_id
+
+        if not keys:
+            return []
+        cursor = self._connection().execute(
+            f"SELECT entity_key, feature_name, value, event_ts FROM {_quote_id(view.table)} "
+            f"WHERE entity_key IN ({','.join('?' * len(keys))})",
+            list(keys),
+        )
+        by_key: dict[bytes, tuple[float | None, list]] = {}
+        decoded, decode = self._decoded, self._decode
+        for key, name, raw, stamp in cursor:
+            entry = by_key.get(key)
+            if entry is None:
+                entry = by_key[key] = (_epoch_seconds(stamp), [])
+            value = decoded.get(raw)
+            if value is None:
+                value = decode(raw)
+            entry[1].append((name, value))
+        return [(key, seconds, values) for key, (seconds, values) in by_key.items()]
+
+    def _decode(self, raw: bytes) -> float:
+        if len(self._decoded) >= DECODED_CACHE_SIZE:
+            self._decoded.clear()
+        value = self._decoded[raw] = _number(ValueProto.FromString(raw))
+        return value
+
+    def _online_read(self, view: _View, keys: dict[bytes, tuple[str, list[int]]]):
+        """The store's own ``online_read``: the call under ``get_online_features``."""
+        if not keys:
+            return []
+        stored = list(keys)
+        read = self.store._get_provider().online_read(
+            config=self.store.config,
+            table=view.view,
+            entity_keys=[self._entity_key_proto(keys[key][0]) for key in stored],
+            requested_features=list(view.columns),
+        )
+        out = []
+        for key, (stamp, features) in zip(stored, read, strict=True):
+            if features:
+                seconds = None if stamp is None else (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+                out.append((key, seconds, [(name, _number(value)) for name, value in features.items()]))
+        return out
+
+    def _entity_key_proto(self, entity: str) -> EntityKeyProto:
+        value = ValueProto(int64_val=int(entity)) if self.key_type == ValueType.INT64 else ValueProto(string_val=entity)
+        return EntityKeyProto(join_keys=[self.join_key], entity_values=[value])
+
+
+def _number(value: ValueProto) -> float:
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return math.nan
+    return float(getattr(value, kind))
+
+
+def _epoch_seconds(stamp: Any) -> float | None:
+    """Feast's SQLite adapter stores event times as epoch seconds; older files may hold ISO text."""
+    if stamp is None or isinstance(stamp, int | float):
+        return stamp
+    text = stamp.decode() if isinstance(stamp, bytes) else str(stamp)
+    if text.lstrip("-").isdigit():
+        return int(text)
+    parsed = datetime.fromisoformat(text)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
