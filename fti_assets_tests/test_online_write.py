@@ -135,9 +135,14 @@ def stored(store) -> list:
     return [(key[: -len(project)], client.hgetall(key), client.ttl(key)) for key in keys]
 
 
-def test_same_values_as_materialize(stores) -> None:
+@pytest.mark.parametrize("chunk", [None, 64], ids=["one_chunk", "chunks_of_64"])
+def test_same_values_as_materialize(stores, chunk, monkeypatch) -> None:
+    from fti_assets.features import online_write
     from fti_assets.features.online_write import write_online_features
 
+    if chunk:  # several statements (SQLite, built while the previous one writes) or payloads (Redis)
+        monkeypatch.setattr(online_write, "SQLITE_CHUNK", chunk)
+        monkeypatch.setattr(online_write, "REDIS_CHUNK", chunk)
     baseline, fast = stores
     # Two days: most entities have a row on each, a few only the first; the latest row per entity wins.
     older = feature_rows(DAY - timedelta(days=1), 300, seed=1)

@@ -6,8 +6,9 @@ whole columns in the wire format Feast produces (entity keys as ``serialize_enti
 ``ValueProto``, Redis times as protobuf ``Timestamp``), and the stores get them in bulk:
 
 - SQLite: per chunk of entities, one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (Feast's upsert
-  and columns) that slices the rows out of three bound blobs: binding 2.2M rows one by one costs more
-  than writing them. Rows go in primary-key order, the cheapest order to insert.
+  and columns) that slices every field of its rows out of a few bound blobs: binding 2.2M rows one by
+  one costs more than writing them. Rows go in primary-key order, the cheapest order to insert, and
+  the next chunk is built while SQLite (without the GIL) writes this one.
 - Redis: the HGETs of Feast's timestamp check, then the HSETs (and EXPIREs), as raw RESP built by
   numpy and pipelined on one connection of the store's own redis-py pool; replies parsed by hiredis.
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from feast import FeatureStore, FeatureView
 
-SQLITE_CHUNK = 100_000  # entities per statement: bounds the bound blobs (about 400 bytes per entity)
+SQLITE_CHUNK = 25_000  # entities per statement: small enough to overlap building and writing, big enough to batch
 REDIS_CHUNK = 20_000  # entities per payload sent
 RECORD_WIDTH = 11  # tag byte + the longest payload, a ten-byte varint (negative int64)
 TEXT_WIDTH = 24  # the longest repr of a float64 (-2.2250738585072014e-308); an int64 needs 20
@@ -226,7 +227,13 @@ def _naive_utc(values: pd.Series) -> tuple[np.ndarray, list[datetime]]:
 
 
 def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> int:
-    """Feast's upsert rows, one ``INSERT ... SELECT`` per chunk of entities slicing them out of bound blobs."""
+    """Feast's upsert rows, one ``INSERT ... SELECT`` per chunk of entities slicing them out of bound blobs.
+
+    SQLite's B-tree work is most of the time and runs without the GIL: a second thread executes the chunks
+    while this one builds the next.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from feast.infra.online_stores.helpers import compute_table_id
     from feast.infra.online_stores.sqlite import _quote_id, adapt_datetime_epoch
 
@@ -237,15 +244,6 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     # Rows in primary-key order (entity key, feature name): appending to the indexes is the cheapest insert.
     order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
     features = sorted(fv.features, key=lambda f: f.name)
-    types = [f.dtype.to_value_type() for f in features]
-    encoded = [_encode(frame[f.name], t) for f, t in zip(features, types, strict=True)]
-    records = np.stack([r for r, _ in encoded], axis=1)[order]
-    # One byte per row that SQL reads back with unicode(): the record's length + ord("0").
-    lengths = (np.stack([n for _, n in encoded], axis=1)[order] + ord("0")).astype(np.uint8)
-    # Space padded to a fixed width, as numeric texts hold no spaces; a null's blank trims to '' -> NULL.
-    texts = np.stack([_texts(frame[f.name], t) for f, t in zip(features, types, strict=True)], axis=1)[order]
-    texts = texts.astype(f"S{TEXT_WIDTH}").view(np.uint8)
-    texts[texts == 0] = ord(" ")
     # sqlite3 stores a datetime through the adapter Feast registers: epoch seconds of the naive UTC time.
     codes, times = _naive_utc(frame[fv.batch_source.timestamp_field])
     event_ts = [adapt_datetime_epoch(t) for t in times]
@@ -253,37 +251,65 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     created_codes, created_times = _naive_utc(frame[created]) if created else (np.zeros(len(frame), int), [None])
     created_ts = [None if t is None else adapt_datetime_epoch(t) for t in created_times]
 
+    key_width = max(map(len, keys))
+    digits = len(str(key_width))
+
+    def chunk_parameters(rows: np.ndarray) -> dict:
+        """The blobs of one chunk of entities, in ``rows`` order: SQL slices each row's fields out of them."""
+        part = frame.iloc[rows]
+        types = [f.dtype.to_value_type() for f in features]
+        encoded = [_encode(part[f.name], t) for f, t in zip(features, types, strict=True)]
+        records = np.stack([r for r, _ in encoded], axis=1)
+        # One byte per row that SQL reads back with unicode(): the record's length + ord("0").
+        lengths = (np.stack([n for _, n in encoded], axis=1) + ord("0")).astype(np.uint8)
+        # Space padded to a fixed width, as numeric texts hold no spaces; a null's blank trims to '' -> NULL.
+        texts = np.stack([_texts(part[f.name], t) for f, t in zip(features, types, strict=True)], axis=1)
+        texts = texts.astype(f"S{TEXT_WIDTH}").view(np.uint8)
+        texts[texts == 0] = ord(" ")
+        chunk_keys = [keys[e] for e in rows]
+        # Entity keys zero-padded to one width (a key's own zero bytes are kept by its length), lengths and times
+        # as padded digits: sliced like the values, so nothing is bound row by row. All blobs, not text: substr
+        # on a blob is an offset, on text it counts characters from the start.
+        times = [(event_ts[codes[e]], created_ts[created_codes[e]]) for e in rows]
+        return {
+            "n": len(rows),
+            "keys": b"".join(k.ljust(key_width, b"\0") for k in chunk_keys),
+            "key_lengths": "".join(f"{len(k):0{digits}d}" for k in chunk_keys).encode(),
+            "times": "".join(f"{t:<20}{'' if c is None else c:<20}" for t, c in times).encode(),
+            "values": records.tobytes(),
+            "lengths": lengths.tobytes(),
+            "texts": texts.tobytes(),
+            **{f"name{j}": f.name for j, f in enumerate(features)},
+        }
+
     row = f"(k.i * {len(features)} + f.j)"
     columns = ["entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts"]
     names = ", ".join(f"({j}, :name{j})" for j in range(len(features)))
     sql = (
-        f"INSERT INTO {_quote_id(table)} ({', '.join(columns)}) SELECT k.entity_key, f.name, "
+        # k.i counts the chunk's entities; CROSS JOIN keeps it the outer loop, so rows go in key order.
+        f"WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < :n) "
+        f"INSERT INTO {_quote_id(table)} ({', '.join(columns)}) SELECT "
+        f"substr(:keys, k.i * {key_width} + 1, CAST(substr(:key_lengths, k.i * {digits} + 1, {digits}) AS INTEGER)), "
+        f"f.name, "
         f"substr(:values, {row} * {RECORD_WIDTH} + 1, unicode(substr(:lengths, {row} + 1, 1)) - {ord('0')}), "
-        f"nullif(rtrim(substr(:texts, {row} * {TEXT_WIDTH} + 1, {TEXT_WIDTH})), ''), k.event_ts, k.created_ts "
-        f"FROM temp.fti_online_keys AS k CROSS JOIN (SELECT column1 AS j, column2 AS name FROM (VALUES {names})) AS f "
+        f"nullif(rtrim(substr(:texts, {row} * {TEXT_WIDTH} + 1, {TEXT_WIDTH})), ''), "
+        f"CAST(substr(:times, k.i * 40 + 1, 20) AS INTEGER), "
+        f"CAST(nullif(rtrim(substr(:times, k.i * 40 + 21, 20)), '') AS INTEGER) "
+        f"FROM k CROSS JOIN (SELECT column1 AS j, column2 AS name FROM (VALUES {names})) AS f "
         # WHERE true: without it SQLite cannot tell the upsert's ON from a join's ON.
         f"WHERE true ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
         + ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
     )
-    feature_names = {f"name{j}": f.name for j, f in enumerate(features)}
     conn = store._get_provider().online_store._get_conn(config)
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS fti_online_keys (i INTEGER PRIMARY KEY, entity_key BLOB, event_ts, created_ts)"
-    )
-    try:
-        with conn:
-            for start in range(0, len(order), SQLITE_CHUNK):
-                chunk = order[start : start + SQLITE_CHUNK].tolist()
-                conn.execute("DELETE FROM temp.fti_online_keys")
-                conn.executemany(
-                    "INSERT INTO temp.fti_online_keys VALUES (?, ?, ?, ?)",
-                    ((i, keys[e], event_ts[codes[e]], created_ts[created_codes[e]]) for i, e in enumerate(chunk)),
-                )
-                rows = slice(start, start + len(chunk))
-                blobs = {"values": records[rows], "lengths": lengths[rows], "texts": texts[rows]}
-                conn.execute(sql, {**{name: blob.tobytes() for name, blob in blobs.items()}, **feature_names})
-    finally:
-        conn.execute("DROP TABLE IF EXISTS temp.fti_online_keys")
+    with conn, ThreadPoolExecutor(1, thread_name_prefix="sqlite-online-write") as writer:
+        pending = None
+        for start in range(0, len(order), SQLITE_CHUNK):
+            parameters = chunk_parameters(order[start : start + SQLITE_CHUNK])
+            if pending is not None:
+                pending.result()  # one statement at a time on the connection; raises its error here
+            pending = writer.submit(conn.execute, sql, parameters)
+        if pending is not None:
+            pending.result()
     return len(frame)
 
 
