@@ -1,6 +1,6 @@
 """Online serving latency and throughput: the churn service against Feast's own feature server.
 
-    python bench/serving.py [--requests 2000] [--concurrency 8] [--data-dir DIR]
+    python bench/serving.py [--requests 2000] [--concurrency 2,8] [--workers 1] [--data-dir DIR]
 
 Builds the small demo (400 simulated customers, as the tests do) into a temporary folder, or reuses
 ``--data-dir`` when it already holds a champion and an online store, then starts on 127.0.0.1, each in
@@ -10,9 +10,12 @@ its own process:
 - ``feast serve`` on the same registry and online store (one worker, no access log): features only.
 
 For 1 and 100 customer ids per request it sends a fixed number of requests (after a warm-up) from a
-minimal asyncio HTTP/1.1 keep-alive client in this process, once one at a time (latency) and once with
-``--concurrency`` connections (throughput), and prints p50/p99 latency and requests per second against
-the targets: p99 <= 3 ms for 1 id, <= 12 ms for 100 ids, >= 1,000 requests/s. The client shares the
+minimal asyncio HTTP/1.1 keep-alive client in this process, once one at a time and once per
+``--concurrency`` level (that many connections, each sending its next request when the last is answered),
+and prints p50/p99 latency and requests per second against the targets: p99 <= 3 ms for 1 id, <= 12 ms
+for 100 ids, >= 1,000 requests/s. With a fixed number of connections the mean latency is connections /
+throughput, so p99 <= 3 ms and 1,000 req/s can only hold together at 3 connections or fewer: the report
+says at which levels each target holds, and whether one level meets all of them. The client shares the
 machine's cores with the servers; every number is from this machine, nothing is extrapolated.
 """
 
@@ -226,12 +229,17 @@ async def load(port: int, path: str, bodies: list[bytes], requests: int, concurr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=8, help="connections of the throughput runs (default 8)")
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: sorted({int(c) for c in text.split(",")}),
+        default=[2, 8],
+        help="comma-separated connection counts measured besides 1 (default 2,8)",
+    )
     parser.add_argument("--data-dir", type=Path, help="demo folder to reuse (built there when empty)")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured requests before each measurement")
     parser.add_argument("--workers", type=int, default=1, help="service processes (default 1; feast serve: 1)")
     args = parser.parse_args(argv)
-    if args.requests < 1 or args.concurrency < 1:
+    if args.requests < 1 or min(args.concurrency) < 1:
         parser.error("--requests and --concurrency must be at least 1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         for name, port, path, server_bodies, pgid in servers:
             for n in (1, 100):
-                for concurrency in sorted({1, args.concurrency}):
+                for concurrency in sorted({1, *args.concurrency}):
                     asyncio.run(load(port, path, server_bodies[n], args.warmup, concurrency))
                     cpu_before = group_cpu_seconds(pgid)
                     result = asyncio.run(load(port, path, server_bodies[n], args.requests, concurrency))
@@ -396,15 +404,24 @@ def report(rows: list[dict], args) -> str:
                 f"  p99 <= {target:g} ms for {n} id{'s' if n > 1 else ''} at concurrency {r['concurrency']}: "
                 f"{r['p99_ms']:.2f} ms -> {verdict}"
             )
-    best = max((r for r in service if r["ids"] == 1), key=lambda r: r["rps"])
+    for r in (r for r in service if r["ids"] == 1):
+        verdict = "met" if r["rps"] >= TARGET_RPS else "MISSED"
+        lines.append(
+            f"  >= {TARGET_RPS:,.0f} req/s for 1 id at concurrency {r['concurrency']}: "
+            f"{r['rps']:.0f} req/s -> {verdict}"
+        )
     lines.append(
         "  (server CPU ms/request is what the server processes used per request, whatever else the machine ran: "
         "one process reaches 1,000 req/s only under 1 ms)"
     )
-    verdict = "met" if best["rps"] >= TARGET_RPS else "MISSED"
+    by_level = {}
+    for r in service:
+        met = r["p99_ms"] <= TARGET_P99_MS[r["ids"]] and (r["ids"] != 1 or r["rps"] >= TARGET_RPS)
+        by_level.setdefault(r["concurrency"], []).append(met)
+    levels = [c for c, met in sorted(by_level.items()) if all(met)]
     lines.append(
-        f"  >= {TARGET_RPS:,.0f} req/s (1 id): {best['rps']:.0f} req/s at concurrency {best['concurrency']} "
-        f"-> {verdict}"
+        "All three targets at one concurrency: "
+        + (f"met at {', '.join(map(str, levels))}" if levels else "MISSED at every level measured")
     )
     return "\n".join(lines)
 

@@ -139,3 +139,29 @@ def test_gate_report_names_every_failed_gate():
     assert not report.passed
     assert report.reason.startswith("beats_champion:")
     assert set(report.to_dict()["gates"]) == {"beats_champion", "calibration", "fairness"}
+
+
+def test_the_scorer_scores_a_matrix_exactly_as_the_fitted_pipeline(tmp_path):
+    """The online service's entry point: the scaler + logistic regression arithmetic without sklearn's per-call
+    checks gives predict_proba's scores bit for bit; any other estimator goes through predict_proba."""
+    from mlflow.pyfunc import PythonModelContext
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    from fti_assets.training.scorer import ChurnScorer, _scaled_logistic
+
+    x, y = synthetic()
+    model = train_sklearn_baseline(x, y, FEATURES, tmp_path, seed=1)
+    scorer = ChurnScorer()
+    scorer.load_context(PythonModelContext(artifacts=model.artifacts, model_config={}))
+    assert scorer.linear is not None
+    x[::7, 1] = np.nan  # missing values count as 0, as in predict
+    expected = scorer.estimator.predict_proba(np.where(np.isnan(x), 0.0, x))[:, 1]
+    np.testing.assert_array_equal(scorer.predict_matrix(x), expected)
+    np.testing.assert_array_equal(scorer.predict_matrix(x[5:6]), expected[5:6])
+    np.testing.assert_array_equal(scorer.predict(None, pd.DataFrame(x, columns=FEATURES)), expected)
+
+    other = make_pipeline(MinMaxScaler(), scorer.estimator.steps[-1][1])
+    assert _scaled_logistic(other) is None
+    scorer.estimator, scorer.linear = other.fit(np.where(np.isnan(x), 0.0, x), y), None
+    np.testing.assert_array_equal(scorer.predict_matrix(x), other.predict_proba(np.where(np.isnan(x), 0.0, x))[:, 1])

@@ -34,6 +34,7 @@ class ChurnScorer(PythonModel):
         if self.spec["kind"] == "sklearn":
             with open(context.artifacts["weights"], "rb") as f:
                 self.estimator = pickle.load(f)
+            self.linear = _scaled_logistic(self.estimator)
         else:
             import torch
 
@@ -45,7 +46,10 @@ class ChurnScorer(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> np.ndarray:
         """Churn probabilities, one per row, from the feature columns (missing values count as 0)."""
-        return self.predict_matrix(model_input[self.features].astype("float64").to_numpy())
+        # Row-major like the service's matrix: the same summation order, so batch and online scores agree bit for bit.
+        return self.predict_matrix(
+            np.ascontiguousarray(model_input[self.features].to_numpy(dtype="float64", na_value=np.nan))
+        )
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         """``predict`` on a float64 matrix whose columns are ``self.features`` in order (NaN counts as 0).
@@ -54,12 +58,34 @@ class ChurnScorer(PythonModel):
         """
         x = np.where(np.isnan(x), 0.0, x)
         if self.spec["kind"] == "sklearn":
-            return self.estimator.predict_proba(x)[:, 1]
+            if self.linear is None:
+                return self.estimator.predict_proba(x)[:, 1]
+            # predict_proba's own arithmetic, without its per-call input checks (most of a one-row call).
+            from scipy.special import expit
+
+            mean, scale, coef, intercept = self.linear
+            return expit(((x - mean) / scale @ coef.T + intercept).ravel())
         import torch
 
         with torch.no_grad():
             logits = self.network(torch.as_tensor((x - self.mean) / self.scale, dtype=torch.float32))
         return torch.sigmoid(logits).squeeze(1).numpy().astype("float64")
+
+
+def _scaled_logistic(estimator):
+    """(mean, scale, coef, intercept) of a fitted StandardScaler + binary LogisticRegression pipeline, else None."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not isinstance(estimator, Pipeline) or len(estimator.steps) != 2:
+        return None
+    scaler, model = (step for _, step in estimator.steps)
+    if type(scaler) is not StandardScaler or type(model) is not LogisticRegression or model.coef_.shape[0] != 1:
+        return None
+    mean = scaler.mean_ if scaler.with_mean else 0.0
+    scale = scaler.scale_ if scaler.with_std else 1.0
+    return mean, scale, model.coef_, model.intercept_
 
 
 mlflow.models.set_model(ChurnScorer())
