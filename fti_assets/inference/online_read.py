@@ -98,20 +98,26 @@ class OnlineFeatureReader:
         rows_of: dict[str, list[int]] = {}
         for i, entity in enumerate(ids):
             rows_of.setdefault(entity, []).append(i)
-        keys = {
-            key: (entity, rows) for entity, rows in rows_of.items() if (key := self._entity_key(entity)) is not None
-        }
+        keys = {}  # serialized key -> (id, its rows)
+        for entity, rows in rows_of.items():
+            if (key := self._entity_key(entity)) is not None:
+                keys[key] = (entity, rows)
+        stamps: dict[bytes, float | None] = {}  # event time of the first view with a value for the key
         for view in self.views:
             found = self._sqlite_rows(view, keys) if self._sqlite_path else self._online_read(view, keys)
-            for key, seconds, values in found:
-                columns = [(view.columns[name], value) for name, value in values if name in view.columns]
-                # Known by a value, not by a row: Redis answers an absent key with null values.
-                present = any(not math.isnan(value) for _, value in columns)
+            columns = view.columns
+            for key, name, value, seconds in found:
+                j = columns.get(name)
+                if j is None:
+                    continue
                 for i in keys[key][1]:
-                    for j, value in columns:
-                        matrix[i, j] = value
-                    if present and not known[i]:
-                        known[i], event_seconds[i] = True, seconds
+                    matrix[i, j] = value
+                # Known by a value, not by a row: Redis answers an absent key with null values.
+                if key not in stamps and not math.isnan(value):
+                    stamps[key] = seconds
+        for key, seconds in stamps.items():
+            for i in keys[key][1]:
+                known[i], event_seconds[i] = True, seconds
         return OnlineRows(matrix, known, event_seconds)
 
     def _entity_key(self, entity: str) -> bytes | None:
@@ -134,28 +140,32 @@ class OnlineFeatureReader:
             self._local.conn = conn
         return conn
 
-    def _sqlite_rows(self, view: _View, keys: dict[bytes, tuple[str, list[int]]]):
-        """(key, event seconds, [(feature, value)]) per stored key, from Feast's SQLite table."""
+    def _sqlite_rows(self, view: _View, keys: dict[bytes, tuple[str, list[int]]]) -> list[tuple]:
+        """(key, feature, value, event seconds) per stored row of the keys, from Feast's SQLite table."""
         from feast.infra.online_stores.sqlite import _quote_id
 
         if not keys:
             return []
-        cursor = self._connection().execute(
-            f"SELECT entity_key, feature_name, value, event_ts FROM {_quote_id(view.table)} "
-            f"WHERE entity_key IN ({','.join('?' * len(keys))})",
-            list(keys),
+        rows = (
+            self._connection()
+            .execute(
+                f"SELECT entity_key, feature_name, value, event_ts FROM {_quote_id(view.table)} "
+                f"WHERE entity_key IN ({','.join('?' * len(keys))})",
+                list(keys),
+            )
+            .fetchall()
         )
-        by_key: dict[bytes, tuple[float | None, list]] = {}
         decoded, decode = self._decoded, self._decode
-        for key, name, raw, stamp in cursor:
-            entry = by_key.get(key)
-            if entry is None:
-                entry = by_key[key] = (_epoch_seconds(stamp), [])
+        seconds: dict[Any, float | None] = {}
+        out = []
+        for key, name, raw, stamp in rows:
             value = decoded.get(raw)
             if value is None:
                 value = decode(raw)
-            entry[1].append((name, value))
-        return [(key, seconds, values) for key, (seconds, values) in by_key.items()]
+            if stamp not in seconds:
+                seconds[stamp] = _epoch_seconds(stamp)
+            out.append((key, name, value, seconds[stamp]))
+        return out
 
     def _decode(self, raw: bytes) -> float:
         if len(self._decoded) >= DECODED_CACHE_SIZE:
@@ -163,7 +173,7 @@ class OnlineFeatureReader:
         value = self._decoded[raw] = _number(ValueProto.FromString(raw))
         return value
 
-    def _online_read(self, view: _View, keys: dict[bytes, tuple[str, list[int]]]):
+    def _online_read(self, view: _View, keys: dict[bytes, tuple[str, list[int]]]) -> list[tuple]:
         """The store's own ``online_read``: the call under ``get_online_features``."""
         if not keys:
             return []
@@ -178,7 +188,7 @@ class OnlineFeatureReader:
         for key, (stamp, features) in zip(stored, read, strict=True):
             if features:
                 seconds = None if stamp is None else (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
-                out.append((key, seconds, [(name, _number(value)) for name, value in features.items()]))
+                out.extend((key, name, _number(value), seconds) for name, value in features.items())
         return out
 
     def _entity_key_proto(self, entity: str) -> EntityKeyProto:
