@@ -5,10 +5,11 @@ statement per feature per entity and Redis one HSET per entity through redis-py.
 whole columns in the wire format Feast produces (entity keys as ``serialize_entity_key``, values as
 ``ValueProto``, Redis times as protobuf ``Timestamp``), and the stores get them in bulk:
 
-- SQLite: per chunk of entities, one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (Feast's upsert
-  and columns) that slices every field of its rows out of a few bound blobs: binding 2.2M rows one by
-  one costs more than writing them. Rows go in primary-key order, the cheapest order to insert, and
-  the next chunk is built while SQLite (without the GIL) writes this one.
+- SQLite: per chunk of entities, one statement slices the entity keys and times out of bound blobs into
+  a temp table (once per entity), and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (Feast's
+  upsert and columns) slices the values out of others: binding 2.2M rows one by one costs more than
+  writing them. Rows go in primary-key order, the cheapest order to insert, and the next chunk is
+  built while SQLite (without the GIL) writes this one.
 - Redis: the HGETs of Feast's timestamp check, then the HSETs (and EXPIREs), as raw RESP built by
   numpy and pipelined on one connection of the store's own redis-py pool; replies parsed by hiredis.
 
@@ -254,8 +255,9 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     key_width = max(map(len, keys))
     digits = len(str(key_width))
 
-    def chunk_parameters(rows: np.ndarray) -> dict:
-        """The blobs of one chunk of entities, in ``rows`` order: SQL slices each row's fields out of them."""
+    def chunk_parameters(rows: np.ndarray) -> tuple[dict, dict]:
+        """The blobs of one chunk of entities, in ``rows`` order, for the keys statement and the rows statement:
+        SQL slices each field out of them."""
         part = frame.iloc[rows]
         types = [f.dtype.to_value_type() for f in features]
         encoded = [_encode(part[f.name], t) for f, t in zip(features, types, strict=True)]
@@ -271,11 +273,13 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
         # as padded digits: sliced like the values, so nothing is bound row by row. All blobs, not text: substr
         # on a blob is an offset, on text it counts characters from the start.
         times = [(event_ts[codes[e]], created_ts[created_codes[e]]) for e in rows]
-        return {
+        entities = {
             "n": len(rows),
             "keys": b"".join(k.ljust(key_width, b"\0") for k in chunk_keys),
             "key_lengths": "".join(f"{len(k):0{digits}d}" for k in chunk_keys).encode(),
             "times": "".join(f"{t:<20}{'' if c is None else c:<20}" for t, c in times).encode(),
+        }
+        return entities, {
             "values": records.tobytes(),
             "lengths": lengths.tobytes(),
             "texts": texts.tobytes(),
@@ -285,31 +289,46 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     row = f"(k.i * {len(features)} + f.j)"
     columns = ["entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts"]
     names = ", ".join(f"({j}, :name{j})" for j in range(len(features)))
+    keys_sql = (
+        # Each chunk's entities once (not once per feature): key and times sliced out of their blobs.
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < :n) "
+        "INSERT INTO temp.fti_online_keys SELECT i, "
+        f"substr(:keys, i * {key_width} + 1, CAST(substr(:key_lengths, i * {digits} + 1, {digits}) AS INTEGER)), "
+        "CAST(substr(:times, i * 40 + 1, 20) AS INTEGER), "
+        "CAST(nullif(rtrim(substr(:times, i * 40 + 21, 20)), '') AS INTEGER) FROM k"
+    )
     sql = (
-        # k.i counts the chunk's entities; CROSS JOIN keeps it the outer loop, so rows go in key order.
-        f"WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < :n) "
-        f"INSERT INTO {_quote_id(table)} ({', '.join(columns)}) SELECT "
-        f"substr(:keys, k.i * {key_width} + 1, CAST(substr(:key_lengths, k.i * {digits} + 1, {digits}) AS INTEGER)), "
-        f"f.name, "
+        f"INSERT INTO {_quote_id(table)} ({', '.join(columns)}) SELECT k.entity_key, f.name, "
         f"substr(:values, {row} * {RECORD_WIDTH} + 1, unicode(substr(:lengths, {row} + 1, 1)) - {ord('0')}), "
-        f"nullif(rtrim(substr(:texts, {row} * {TEXT_WIDTH} + 1, {TEXT_WIDTH})), ''), "
-        f"CAST(substr(:times, k.i * 40 + 1, 20) AS INTEGER), "
-        f"CAST(nullif(rtrim(substr(:times, k.i * 40 + 21, 20)), '') AS INTEGER) "
-        f"FROM k CROSS JOIN (SELECT column1 AS j, column2 AS name FROM (VALUES {names})) AS f "
+        f"nullif(rtrim(substr(:texts, {row} * {TEXT_WIDTH} + 1, {TEXT_WIDTH})), ''), k.event_ts, k.created_ts "
+        # CROSS JOIN keeps the keys the outer loop, so rows go in primary-key order.
+        f"FROM temp.fti_online_keys AS k CROSS JOIN (SELECT column1 AS j, column2 AS name FROM (VALUES {names})) AS f "
         # WHERE true: without it SQLite cannot tell the upsert's ON from a join's ON.
         f"WHERE true ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
         + ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
     )
     conn = store._get_provider().online_store._get_conn(config)
-    with conn, ThreadPoolExecutor(1, thread_name_prefix="sqlite-online-write") as writer:
-        pending = None
-        for start in range(0, len(order), SQLITE_CHUNK):
-            parameters = chunk_parameters(order[start : start + SQLITE_CHUNK])
+
+    def write_chunk(entities: dict, rows: dict) -> None:
+        conn.execute("DELETE FROM temp.fti_online_keys")
+        conn.execute(keys_sql, entities)
+        conn.execute(sql, rows)
+
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS fti_online_keys (i INTEGER PRIMARY KEY, entity_key BLOB, event_ts, created_ts)"
+    )
+    try:
+        with conn, ThreadPoolExecutor(1, thread_name_prefix="sqlite-online-write") as writer:
+            pending = None
+            for start in range(0, len(order), SQLITE_CHUNK):
+                parameters = chunk_parameters(order[start : start + SQLITE_CHUNK])
+                if pending is not None:
+                    pending.result()  # one chunk at a time on the connection; raises its error here
+                pending = writer.submit(write_chunk, *parameters)
             if pending is not None:
-                pending.result()  # one statement at a time on the connection; raises its error here
-            pending = writer.submit(conn.execute, sql, parameters)
-        if pending is not None:
-            pending.result()
+                pending.result()
+    finally:
+        conn.execute("DROP TABLE IF EXISTS temp.fti_online_keys")
     return len(frame)
 
 
