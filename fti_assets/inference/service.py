@@ -233,8 +233,8 @@ class ModelBundle:
     version: str
     model: Any
     feature_service_name: str
-    feature_service: Any  # the Feast FeatureService object, fetched once per bundle
-    reader: Any  # OnlineFeatureReader of the service's views, for the model's inputs
+    reader: Any  # OnlineFeatureReader of the feature service's views, for the model's inputs
+    features_template: str  # the request log's features object, with %r for each input (finite values)
     threshold: float
     input_names: tuple[str, ...]
     feature_schema_hash: str
@@ -353,8 +353,9 @@ def load_bundle(settings: ServiceSettings, model_version) -> ModelBundle:
         version=version,
         model=model,
         feature_service_name=service_name,
-        feature_service=service,
         reader=reader,
+        # repr is json's own float format: one %-format per row instead of encoding a dict.
+        features_template="{" + ",".join(f"{json.dumps(name)}:%r" for name in input_names) + "}",
         threshold=threshold,
         input_names=input_names,
         feature_schema_hash=served_hash,
@@ -837,7 +838,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         head = (
             f'"model_version":{json.dumps(bundle.version)},"feature_service":{json.dumps(bundle.feature_service_name)}'
         )
-        names = bundle.input_names
+        names, template = bundle.input_names, bundle.features_template
         rows = matrix.tolist()
         has_null = ~np.isfinite(matrix).all(axis=1)
         for i, customer_id in enumerate(ids):
@@ -859,10 +860,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                     "feature_event_time": event_time,
                 }
             )
-            row = rows[i]
             if has_null[i]:
-                row = [v if math.isfinite(v) else None for v in row]
-            features = _ENCODER.encode(dict(zip(names, row, strict=True)))
+                features = _ENCODER.encode(
+                    {n: v if math.isfinite(v) else None for n, v in zip(names, rows[i], strict=True)}
+                )
+            else:
+                features = template % tuple(rows[i])
             lines.append(
                 f'{{"time":"{stamp}","customer_id":{json.dumps(customer_id)},"known":{"true" if known[i] else "false"},'
                 f'"churn_probability":{"null" if score is None else _float_json(score)},'
