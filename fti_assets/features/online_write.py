@@ -245,6 +245,7 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     # Rows in primary-key order (entity key, feature name): appending to the indexes is the cheapest insert.
     order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
     features = sorted(fv.features, key=lambda f: f.name)
+    types = [f.dtype.to_value_type() for f in features]
     # sqlite3 stores a datetime through the adapter Feast registers: epoch seconds of the naive UTC time.
     codes, times = _naive_utc(frame[fv.batch_source.timestamp_field])
     event_ts = [adapt_datetime_epoch(t) for t in times]
@@ -259,7 +260,6 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
         """The blobs of one chunk of entities, in ``rows`` order, for the keys statement and the rows statement:
         SQL slices each field out of them."""
         part = frame.iloc[rows]
-        types = [f.dtype.to_value_type() for f in features]
         encoded = [_encode(part[f.name], t) for f, t in zip(features, types, strict=True)]
         records = np.stack([r for r, _ in encoded], axis=1)
         # One byte per row that SQL reads back with unicode(): the record's length + ord("0").

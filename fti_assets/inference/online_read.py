@@ -74,6 +74,8 @@ class OnlineFeatureReader:
         if len(entity_columns) != 1:
             raise ValueError(f"{feature_service.name} has join keys {sorted(entity_columns)}; one is needed")
         ((self.join_key, self.key_type),) = entity_columns
+        if self.key_type not in (ValueType.STRING, ValueType.INT64):
+            raise ValueError(f"join key {self.join_key} is {self.key_type.name}; string or int64 keys are served")
         missing = set(input_names) - {name for v in self.views for name in v.columns}
         if missing:
             raise ValueError(f"{feature_service.name} does not serve {sorted(missing)}")
@@ -125,12 +127,10 @@ class OnlineFeatureReader:
         if self.key_type == ValueType.STRING:
             utf8 = entity.encode("utf8")
             return self._key_prefix + struct.pack("<II", ValueTypeProto.STRING, len(utf8)) + utf8
-        if self.key_type == ValueType.INT64:
-            try:
-                return self._key_prefix + struct.pack("<IIq", ValueTypeProto.INT64, 8, int(entity))
-            except (ValueError, struct.error):
-                return None  # not an int64: no row can hold it
-        raise ValueError(f"join key {self.join_key} of type {self.key_type.name} is not served (string or int64)")
+        try:
+            return self._key_prefix + struct.pack("<IIq", ValueTypeProto.INT64, 8, int(entity))
+        except (ValueError, struct.error):
+            return None  # not an int64: no row can hold it
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

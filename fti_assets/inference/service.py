@@ -867,7 +867,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             )
             if has_null[i]:
                 features = _ENCODER.encode(
-                    {n: v if math.isfinite(v) else None for n, v in zip(names, rows[i], strict=True)}
+                    {name: v if math.isfinite(v) else None for name, v in zip(names, rows[i], strict=True)}
                 )
             else:
                 features = template % tuple(rows[i])
