@@ -234,3 +234,28 @@ def test_redis_expiry_and_skip_dedup_as_feast(stores) -> None:
     assert all(3600 - 60 < ttl <= 3600 for store in stores for _, _, ttl in stored(store))
     # Without the time check, the older rows written last win, as in Feast.
     assert online_values(fast, ["C00010"])["tenure_days"] == [older["tenure_days"][10]]
+
+
+@pytest.mark.parametrize("features", [1, 11, 12, 13, 30])
+def test_packed_lengths_read_back_in_sql(features) -> None:
+    """The SQL statement reads each (entity, feature) length back out of the per-entity words, across words."""
+    from fti_assets.features.online_write import LENGTH_BITS, LENGTHS_PER_WORD, _packed_lengths, _unpacked_sql
+
+    lengths = np.random.default_rng(features).integers(0, 25, (40, features))
+    lengths[0] = 24  # every bit of every length set
+    words = _packed_lengths(lengths)
+    assert words.shape == (40, -(-features // LENGTHS_PER_WORD)) and (words >= 0).all()
+    columns = [f"n{w}" for w in range(words.shape[1])]
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute(f"CREATE TABLE k (i INTEGER PRIMARY KEY, {', '.join(columns)})")
+        conn.executemany(
+            f"INSERT INTO k VALUES (?, {', '.join('?' * len(columns))})",
+            [(i, *map(int, w)) for i, w in enumerate(words)],
+        )
+        conn.execute("CREATE TABLE f (j INTEGER PRIMARY KEY, word, shift)")
+        conn.executemany(
+            "INSERT INTO f VALUES (?, ?, ?)",
+            [(j, j // LENGTHS_PER_WORD, j % LENGTHS_PER_WORD * LENGTH_BITS) for j in range(features)],
+        )
+        rows = conn.execute(f"SELECT k.i, f.j, {_unpacked_sql('n', len(columns))} FROM k, f").fetchall()
+    assert sorted(rows) == [(i, j, int(lengths[i, j])) for i in range(40) for j in range(features)]

@@ -5,11 +5,11 @@ statement per feature per entity and Redis one HSET per entity through redis-py.
 whole columns in the wire format Feast produces (entity keys as ``serialize_entity_key``, values as
 ``ValueProto``, Redis times as protobuf ``Timestamp``), and the stores get them in bulk:
 
-- SQLite: per chunk of entities, one statement slices the entity keys and times out of bound blobs into
-  a temp table (once per entity), and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (Feast's
-  upsert and columns) slices the values out of others: binding 2.2M rows one by one costs more than
-  writing them. Rows go in primary-key order, the cheapest order to insert, and the next chunk is
-  built while SQLite (without the GIL) writes this one.
+- SQLite: per chunk of entities, this thread slices the rows out of bound blobs with SQL, in a private
+  in-memory database (binding 2.2M rows one by one costs more than writing them), and a second thread
+  attaches that database's image to Feast's connection and upserts its rows (Feast's ``INSERT ... ON
+  CONFLICT DO UPDATE`` and columns). SQLite releases the GIL, so the two overlap. Rows go in primary-key
+  order, the cheapest order to insert.
 - Redis: the HGETs of Feast's timestamp check, then the HSETs (and EXPIREs), as raw RESP built by
   numpy and pipelined on one connection of the store's own redis-py pool; replies parsed by hiredis.
 
@@ -40,6 +40,9 @@ SQLITE_CHUNK = 25_000  # entities per statement: small enough to overlap buildin
 REDIS_CHUNK = 20_000  # entities per payload sent
 RECORD_WIDTH = 11  # tag byte + the longest payload, a ten-byte varint (negative int64)
 TEXT_WIDTH = 24  # the longest repr of a float64 (-2.2250738585072014e-308); an int64 needs 20
+LENGTH_BITS = 5  # holds a record's length (<= RECORD_WIDTH) or a text's (<= TEXT_WIDTH)
+LENGTHS_PER_WORD = 12  # 60 bits: a positive SQLite integer
+NUMBER_WIDTH = 20  # characters of an int64
 # Feast value type -> (Value proto field, protobuf wire type).
 _FIELDS: dict[ValueType, tuple[str, int]] = {
     ValueType.DOUBLE: ("double_val", 1),
@@ -227,12 +230,44 @@ def _naive_utc(values: pd.Series) -> tuple[np.ndarray, list[datetime]]:
     return codes, list(times.to_pydatetime())
 
 
-def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> int:
-    """Feast's upsert rows, one ``INSERT ... SELECT`` per chunk of entities slicing them out of bound blobs.
+def _packed_lengths(lengths: np.ndarray) -> np.ndarray:
+    """(rows, features) lengths as (rows, words) int64s: feature j's at bit ``LENGTH_BITS * (j % 12)`` of word
+    ``j // 12``."""
+    rows, features = lengths.shape
+    words = -(-features // LENGTHS_PER_WORD)
+    padded = np.zeros((rows, words * LENGTHS_PER_WORD), dtype=np.int64)
+    padded[:, :features] = lengths
+    shifts = np.arange(LENGTHS_PER_WORD, dtype=np.int64) * LENGTH_BITS
+    return (padded.reshape(rows, words, LENGTHS_PER_WORD) << shifts).sum(axis=2)
 
-    SQLite's B-tree work is most of the time and runs without the GIL: a second thread executes the chunks
-    while this one builds the next.
+
+def _unpacked_sql(column: str, words: int) -> str:
+    """SQL of the length of feature ``f`` out of the words ``k.<column>0``, ``k.<column>1``... of ``_packed_lengths``:
+    arithmetic, where slicing a length out of a blob costs two function calls per row."""
+    if words == 1:
+        word = f"k.{column}0"
+    else:
+        word = "CASE f.word " + " ".join(f"WHEN {w} THEN k.{column}{w}" for w in range(words)) + " END"
+    return f"(({word} >> f.shift) & {(1 << LENGTH_BITS) - 1})"
+
+
+def _number_fields(numbers: np.ndarray, nulls: np.ndarray) -> bytes:
+    """Each int64 as NUMBER_WIDTH characters, space padded, blank where null; SQL casts them back one by one.
+    Bytes, not text: substr of a blob is an offset, of a text it counts characters from the start."""
+    fields = numbers.astype(f"S{NUMBER_WIDTH}").view(np.uint8).reshape(*numbers.shape, NUMBER_WIDTH).copy()
+    fields[nulls] = 0
+    fields[fields == 0] = ord(" ")
+    return fields.tobytes()
+
+
+def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> int:
+    """Feast's upsert rows, built chunk by chunk in a private in-memory database and upserted from it.
+
+    Two threads, both mostly inside SQLite (which releases the GIL): this one builds a chunk's rows (numpy
+    blobs, then SQL slicing them into a table), and hands over the database image; the writer attaches it to
+    Feast's connection and upserts its rows, one ``INSERT ... SELECT`` a chunk, all in one transaction.
     """
+    import sqlite3
     from concurrent.futures import ThreadPoolExecutor
 
     from feast.infra.online_stores.helpers import compute_table_id
@@ -246,90 +281,135 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     order = np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
     features = sorted(fv.features, key=lambda f: f.name)
     types = [f.dtype.to_value_type() for f in features]
+    # Chunks must convert as Feast does the whole column: with a null anywhere, integers pass through float64.
+    frame = frame.astype(
+        {f.name: "float64" for f in features if frame[f.name].dtype.kind in "iu" and frame[f.name].hasnans}
+    )
     # sqlite3 stores a datetime through the adapter Feast registers: epoch seconds of the naive UTC time.
     codes, times = _naive_utc(frame[fv.batch_source.timestamp_field])
-    event_ts = [adapt_datetime_epoch(t) for t in times]
+    event_ts = np.array([adapt_datetime_epoch(t) for t in times], dtype=np.int64)[codes]
     created = fv.batch_source.created_timestamp_column
-    created_codes, created_times = _naive_utc(frame[created]) if created else (np.zeros(len(frame), int), [None])
-    created_ts = [None if t is None else adapt_datetime_epoch(t) for t in created_times]
+    created_codes, created_times = _naive_utc(frame[created]) if created else (np.full(len(frame), -1), [])
+    # Code -1 (no created time, or a null one) picks the trailing 0, written as NULL.
+    created_ts = np.array([*(adapt_datetime_epoch(t) for t in created_times), 0], dtype=np.int64)[created_codes]
+    key_lengths = np.array([len(k) for k in keys], dtype=np.int64)
+    key_width = int(key_lengths.max())
 
-    key_width = max(map(len, keys))
-    digits = len(str(key_width))
+    # Per entity, fields of the numbers blob: the key's length, the times, and the packed lengths of the values
+    # and texts; the keys statement casts them into a table once per entity, not once per feature row.
+    words = -(-len(features) // LENGTHS_PER_WORD)
+    length_words = [f"{kind}_lengths{w}" for kind in ("value", "text") for w in range(words)]
+    fields = ["key_length", "event_ts", "created_ts", *length_words]
+    stride = len(fields) * NUMBER_WIDTH
 
-    def chunk_parameters(rows: np.ndarray) -> tuple[dict, dict]:
-        """The blobs of one chunk of entities, in ``rows`` order, for the keys statement and the rows statement:
-        SQL slices each field out of them."""
-        part = frame.iloc[rows]
+    def field(name: str) -> str:
+        return f"substr(:numbers, i * {stride} + {fields.index(name) * NUMBER_WIDTH + 1}, {NUMBER_WIDTH})"
+
+    def chunk_parameters(positions: np.ndarray) -> tuple[dict, dict]:
+        """The blobs of the entities at these positions of ``frame``: for the keys statement and the rows statement."""
+        part = frame.iloc[positions]
         encoded = [_encode(part[f.name], t) for f, t in zip(features, types, strict=True)]
-        records = np.stack([r for r, _ in encoded], axis=1)
-        # One byte per row that SQL reads back with unicode(): the record's length + ord("0").
-        lengths = (np.stack([n for _, n in encoded], axis=1) + ord("0")).astype(np.uint8)
-        # Space padded to a fixed width, as numeric texts hold no spaces; a null's blank trims to '' -> NULL.
         texts = np.stack([_texts(part[f.name], t) for f, t in zip(features, types, strict=True)], axis=1)
-        texts = texts.astype(f"S{TEXT_WIDTH}").view(np.uint8)
-        texts[texts == 0] = ord(" ")
-        chunk_keys = [keys[e] for e in rows]
-        # Entity keys zero-padded to one width (a key's own zero bytes are kept by its length), lengths and times
-        # as padded digits: sliced like the values, so nothing is bound row by row. All blobs, not text: substr
-        # on a blob is an offset, on text it counts characters from the start.
-        times = [(event_ts[codes[e]], created_ts[created_codes[e]]) for e in rows]
+        value_lengths = np.stack([n for _, n in encoded], axis=1)
+        numbers = np.column_stack(
+            [
+                key_lengths[positions],
+                event_ts[positions],
+                created_ts[positions],
+                _packed_lengths(value_lengths),
+                _packed_lengths(np.char.str_len(texts)),
+            ]
+        )
+        nulls = np.zeros(numbers.shape, dtype=bool)
+        nulls[:, fields.index("created_ts")] = created_codes[positions] < 0
         entities = {
-            "n": len(rows),
-            "keys": b"".join(k.ljust(key_width, b"\0") for k in chunk_keys),
-            "key_lengths": "".join(f"{len(k):0{digits}d}" for k in chunk_keys).encode(),
-            "times": "".join(f"{t:<20}{'' if c is None else c:<20}" for t, c in times).encode(),
+            "n": len(positions),
+            # Zero padded to one width: a key's own zero bytes are kept by its length.
+            "keys": b"".join(keys[e].ljust(key_width, b"\0") for e in positions),
+            "numbers": _number_fields(numbers, nulls),
         }
         return entities, {
-            "values": records.tobytes(),
-            "lengths": lengths.tobytes(),
-            "texts": texts.tobytes(),
+            "values": np.stack([r for r, _ in encoded], axis=1).tobytes(),
+            "texts": texts.astype(f"S{TEXT_WIDTH}").tobytes(),
             **{f"name{j}": f.name for j, f in enumerate(features)},
         }
 
-    row = f"(k.i * {len(features)} + f.j)"
-    columns = ["entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts"]
-    names = ", ".join(f"({j}, :name{j})" for j in range(len(features)))
     keys_sql = (
-        # Each chunk's entities once (not once per feature): key and times sliced out of their blobs.
         "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < :n) "
-        "INSERT INTO temp.fti_online_keys SELECT i, "
-        f"substr(:keys, i * {key_width} + 1, CAST(substr(:key_lengths, i * {digits} + 1, {digits}) AS INTEGER)), "
-        "CAST(substr(:times, i * 40 + 1, 20) AS INTEGER), "
-        "CAST(nullif(rtrim(substr(:times, i * 40 + 21, 20)), '') AS INTEGER) FROM k"
+        f"INSERT INTO entities SELECT i, "
+        f"substr(:keys, i * {key_width} + 1, CAST({field('key_length')} AS INTEGER)), "
+        f"CAST({field('event_ts')} AS INTEGER), CAST(nullif(rtrim({field('created_ts')}), '') AS INTEGER), "
+        + ", ".join(f"CAST({field(w)} AS INTEGER)" for w in length_words)
+        + " FROM k"
     )
-    sql = (
-        f"INSERT INTO {_quote_id(table)} ({', '.join(columns)}) SELECT k.entity_key, f.name, "
-        f"substr(:values, {row} * {RECORD_WIDTH} + 1, unicode(substr(:lengths, {row} + 1, 1)) - {ord('0')}), "
-        f"nullif(rtrim(substr(:texts, {row} * {TEXT_WIDTH} + 1, {TEXT_WIDTH})), ''), k.event_ts, k.created_ts "
-        # CROSS JOIN keeps the keys the outer loop, so rows go in primary-key order.
-        f"FROM temp.fti_online_keys AS k CROSS JOIN (SELECT column1 AS j, column2 AS name FROM (VALUES {names})) AS f "
+    value_length, text_length = _unpacked_sql("value_lengths", words), _unpacked_sql("text_lengths", words)
+    spec = ", ".join(
+        f"(:name{j}, {j * RECORD_WIDTH + 1}, {j * TEXT_WIDTH + 1}, {j // LENGTHS_PER_WORD}, "
+        f"{j % LENGTHS_PER_WORD * LENGTH_BITS})"
+        for j in range(len(features))
+    )
+    columns = ", ".join(["entity_key", "feature_name", "value", "value_text", "event_ts", "created_ts"])
+    rows_sql = (
+        "INSERT INTO rows SELECT k.entity_key, f.name, "
+        f"substr(:values, k.i * {len(features) * RECORD_WIDTH} + f.value_at, {value_length}), "
+        # A null's text is NULL, not ''; substr of a blob is a blob, hence the CAST.
+        f"CASE WHEN {text_length} THEN "
+        f"CAST(substr(:texts, k.i * {len(features) * TEXT_WIDTH} + f.text_at, {text_length}) AS TEXT) END, "
+        "k.event_ts, k.created_ts "
+        # CROSS JOIN keeps the entities the outer loop, so rows go in primary-key order.
+        "FROM entities AS k CROSS JOIN (SELECT column1 AS name, column2 AS value_at, column3 AS text_at, "
+        f"column4 AS word, column5 AS shift FROM (VALUES {spec})) AS f"
+    )
+    upsert_sql = (
+        f"INSERT INTO main.{_quote_id(table)} ({columns}) SELECT * FROM fti_online_stage.rows "
         # WHERE true: without it SQLite cannot tell the upsert's ON from a join's ON.
-        f"WHERE true ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
-        + ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
+        "WHERE true ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in ["value", "value_text", "event_ts", "created_ts"])
     )
+
+    stage = sqlite3.connect(":memory:")
+    stage.execute(
+        "CREATE TABLE entities (i INTEGER PRIMARY KEY, entity_key BLOB, event_ts, created_ts, "
+        + ", ".join(f"{w} INTEGER" for w in length_words)
+        + ")"
+    )
+    stage.execute(f"CREATE TABLE rows ({columns})")
+
+    def staged(positions: np.ndarray) -> bytes:
+        """The image of a database holding the rows of the entities at these positions, in primary-key order."""
+        entities, values = chunk_parameters(positions)
+        stage.execute("DELETE FROM entities")
+        stage.execute("DELETE FROM rows")
+        stage.execute(keys_sql, entities)
+        stage.execute(rows_sql, values)
+        return stage.serialize()
+
+    def upsert(image: bytes) -> None:
+        conn.deserialize(image, name="fti_online_stage")
+        conn.execute(upsert_sql)
+
     conn = store._get_provider().online_store._get_conn(config)
-
-    def write_chunk(entities: dict, rows: dict) -> None:
-        conn.execute("DELETE FROM temp.fti_online_keys")
-        conn.execute(keys_sql, entities)
-        conn.execute(sql, rows)
-
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS fti_online_keys (i INTEGER PRIMARY KEY, entity_key BLOB, event_ts, created_ts)"
-    )
+    conn.execute("ATTACH ':memory:' AS fti_online_stage")  # outside the transaction: ATTACH cannot run in one
     try:
         with conn, ThreadPoolExecutor(1, thread_name_prefix="sqlite-online-write") as writer:
             pending = None
-            for start in range(0, len(order), SQLITE_CHUNK):
-                parameters = chunk_parameters(order[start : start + SQLITE_CHUNK])
+            for positions in _sqlite_chunks(order):
+                image = staged(positions)
                 if pending is not None:
                     pending.result()  # one chunk at a time on the connection; raises its error here
-                pending = writer.submit(write_chunk, *parameters)
+                pending = writer.submit(upsert, image)
             if pending is not None:
                 pending.result()
     finally:
-        conn.execute("DROP TABLE IF EXISTS temp.fti_online_keys")
+        conn.execute("DETACH fti_online_stage")
+        stage.close()
     return len(frame)
+
+
+def _sqlite_chunks(order: np.ndarray) -> list[np.ndarray]:
+    """Chunks of SQLITE_CHUNK entities after a small first one: the writer starts early."""
+    first = max(1, SQLITE_CHUNK // 10)
+    return [order[:first], *(order[s : s + SQLITE_CHUNK] for s in range(first, len(order), SQLITE_CHUNK))]
 
 
 def _write_redis(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> int:
