@@ -179,6 +179,36 @@ def test_rewrite_is_idempotent(stores) -> None:
     assert written == (200 if fast.config.online_store.type == "sqlite" else 0)
 
 
+@pytest.mark.parametrize("redis_url", ["sqlite"], indirect=True)
+def test_sqlite_write_is_all_or_nothing(stores, monkeypatch) -> None:
+    """A write failing in its last chunk leaves every row as it was, and the next write goes through."""
+    from fti_assets.features import online_write
+    from fti_assets.features.online_write import write_online_features
+
+    monkeypatch.setattr(online_write, "SQLITE_CHUNK", 64)
+    baseline, fast = stores
+    first, second = feature_rows(DAY - timedelta(days=1), 300, seed=9), feature_rows(DAY, 300, seed=10)
+    write_lake(baseline, pd.concat([first, second]))
+    for rows in (first, second):
+        materialize(baseline, rows)
+    write_online_features(fast, VIEW, first)
+    before = stored(fast)
+    table = f"{fast.config.project}_{VIEW}"
+    with closing(sqlite3.connect(fast.config.online_store.path)) as conn, conn:
+        # Fails the update of the last entity in key order: the last chunk, after five have been upserted.
+        conn.execute(
+            f'CREATE TRIGGER fail_last BEFORE UPDATE ON "{table}" WHEN NEW.entity_key = '
+            f"(SELECT max(entity_key) FROM \"{table}\") BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        )
+    with pytest.raises(sqlite3.IntegrityError, match="injected"):
+        write_online_features(fast, VIEW, second)
+    assert stored(fast) == before
+    with closing(sqlite3.connect(fast.config.online_store.path)) as conn, conn:
+        conn.execute("DROP TRIGGER fail_last")
+    assert write_online_features(fast, VIEW, second) == 300
+    assert stored(fast) == stored(baseline)
+
+
 def test_older_and_newer_rows_as_materialize(stores) -> None:
     """SQLite: the last write wins, whatever its time. Redis: only a newer event replaces a stored one."""
     from fti_assets.features.online_write import write_online_features
