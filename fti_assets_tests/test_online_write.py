@@ -245,6 +245,24 @@ def test_other_columns_fall_back_to_feast(stores) -> None:
     assert online_values(fast, ids) == online_values(baseline, ids)
 
 
+@pytest.mark.parametrize("redis_url", ["sqlite"], indirect=True)
+def test_sqlite_without_serialize_falls_back_to_feast(stores, monkeypatch) -> None:
+    """A Python whose SQLite library lacks serialize/deserialize writes through Feast, with the same rows."""
+    from types import SimpleNamespace
+
+    from fti_assets.features import online_write
+    from fti_assets.features.online_write import write_online_features
+
+    monkeypatch.setattr(online_write, "sqlite3", SimpleNamespace(Connection=object))
+    monkeypatch.setattr(online_write, "_write_sqlite", None)  # calling it would fail the test
+    baseline, fast = stores
+    frame = feature_rows(DAY, 40, seed=11)
+    write_lake(baseline, frame)
+    materialize(baseline, frame)
+    assert write_online_features(fast, VIEW, frame) == 40
+    assert stored(fast) == stored(baseline)
+
+
 @pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
 def test_redis_expiry_and_skip_dedup_as_feast(stores) -> None:
     """Redis with ``key_ttl_seconds`` (an EXPIRE after each HSET) and ``skip_dedup`` (no time check)."""

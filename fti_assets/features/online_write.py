@@ -14,12 +14,13 @@ whole columns in the wire format Feast produces (entity keys as ``serialize_enti
   numpy and pipelined on one connection of the store's own redis-py pool; replies parsed by hiredis.
 
 Feature views or stores outside that (several join keys, non-numeric features, vector or
-``value_num`` SQLite columns, Redis cluster, other online stores) go through
+``value_num`` SQLite columns, a Python whose SQLite cannot serialize, Redis cluster, other online stores) go through
 ``store.write_to_online_store``. Import this module inside asset bodies: importing Feast takes seconds.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,8 @@ def write_online_features(store: FeatureStore, feature_view_name: str, frame: pd
         return 0
     online = store.config.online_store
     vectorisable = _vectorisable(store, fv, latest)
-    if vectorisable and online.type == "sqlite":
+    # serialize/deserialize exist only where Python's SQLite library was built with them (the usual builds).
+    if vectorisable and online.type == "sqlite" and hasattr(sqlite3.Connection, "deserialize"):
         return _write_sqlite(store, fv, latest)
     # A Redis cluster routes each key to its own node: left to redis-py, through Feast.
     if vectorisable and online.type == "redis" and online.redis_type == "redis":
@@ -267,7 +269,6 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     blobs, then SQL slicing them into a table), and hands over the database image; the writer attaches it to
     Feast's connection and upserts its rows, one ``INSERT ... SELECT`` a chunk, all in one transaction.
     """
-    import sqlite3
     from concurrent.futures import ThreadPoolExecutor
 
     from feast.infra.online_stores.helpers import compute_table_id
