@@ -256,7 +256,7 @@ def _unpacked_sql(column: str, words: int) -> str:
 def _number_fields(numbers: np.ndarray, nulls: np.ndarray) -> bytes:
     """Each int64 as NUMBER_WIDTH characters, space padded, blank where null; SQL casts them back one by one.
     Bytes, not text: substr of a blob is an offset, of a text it counts characters from the start."""
-    fields = numbers.astype(f"S{NUMBER_WIDTH}").view(np.uint8).reshape(*numbers.shape, NUMBER_WIDTH).copy()
+    fields = numbers.astype(f"S{NUMBER_WIDTH}").view(np.uint8).reshape(*numbers.shape, NUMBER_WIDTH)
     fields[nulls] = 0
     fields[fields == 0] = ord(" ")
     return fields.tobytes()
@@ -394,7 +394,7 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     try:
         with conn, ThreadPoolExecutor(1, thread_name_prefix="sqlite-online-write") as writer:
             pending = None
-            for positions in _sqlite_chunks(order):
+            for positions in _chunks(order, SQLITE_CHUNK):
                 image = staged(positions)
                 if pending is not None:
                     pending.result()  # one chunk at a time on the connection; raises its error here
@@ -405,12 +405,6 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
         conn.execute("DETACH fti_online_stage")
         stage.close()
     return len(frame)
-
-
-def _sqlite_chunks(order: np.ndarray) -> list[np.ndarray]:
-    """Chunks of SQLITE_CHUNK entities after a small first one: the writer starts early."""
-    first = max(1, SQLITE_CHUNK // 10)
-    return [order[:first], *(order[s : s + SQLITE_CHUNK] for s in range(first, len(order), SQLITE_CHUNK))]
 
 
 def _write_redis(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> int:
@@ -450,10 +444,10 @@ def _write_redis(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> i
     connection = pool.get_connection()
     try:
         if not online.skip_dedup:
-            stored = _round_trip(connection, (_compact(hget, chunk) for chunk in _chunks(rows)), len(rows))
+            stored = _round_trip(connection, (_compact(hget, chunk) for chunk in _chunks(rows, REDIS_CHUNK)), len(rows))
             rows = rows[_newer_than_stored(nanos, stored)]
         replies = len(rows) * (2 if online.key_ttl_seconds else 1)
-        _round_trip(connection, (_compact(hset, chunk) for chunk in _chunks(rows)), replies)
+        _round_trip(connection, (_compact(hset, chunk) for chunk in _chunks(rows, REDIS_CHUNK)), replies)
     except BaseException:
         # Replies may be left unread: the pool must not hand this connection out again.
         connection.disconnect()
@@ -472,8 +466,11 @@ def _bulk(pieces: list[Piece]) -> list[Piece]:
     return [_const(b"$"), (digits, ~leading_zeros), _const(b"\r\n"), *pieces, _const(b"\r\n")]
 
 
-def _chunks(rows: np.ndarray) -> Iterator[np.ndarray]:
-    return (rows[i : i + REDIS_CHUNK] for i in range(0, len(rows), REDIS_CHUNK))
+def _chunks(rows: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """Chunks of ``size`` rows after a small first one, so the store starts while the next ones are built."""
+    first = max(1, size // 10)
+    starts = [0, *range(first, len(rows), size)]
+    return (rows[s:e] for s, e in zip(starts, [*starts[1:], len(rows)], strict=True) if e > s)
 
 
 def _round_trip(connection: Any, payloads: Iterable[bytes], replies: int) -> list:
