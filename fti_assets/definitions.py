@@ -11,7 +11,15 @@ from __future__ import annotations
 import os
 import warnings
 
-from dagster import AssetSelection, BetaWarning, Definitions, EnvVar, PreviewWarning, define_asset_job
+from dagster import (
+    AssetSelection,
+    BetaWarning,
+    Definitions,
+    EnvVar,
+    PreviewWarning,
+    define_asset_job,
+    with_source_code_references,
+)
 
 # Backfill policies, pools and dagster-mlflow are chosen deliberately; their beta notices are noise here.
 warnings.filterwarnings("ignore", category=BetaWarning)
@@ -26,6 +34,7 @@ from fti_assets.ingestion.sensors import build_ingestion_sensors
 from fti_assets.monitoring.assets import build_monitoring_assets
 from fti_assets.monitoring.checks import build_monitoring_checks
 from fti_assets.monitoring.sensors import build_monitoring_sensors
+from fti_assets.partitions import install_partition_data_versions
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource
 from fti_assets.resources.mlflow import ModelRegistryResource, mlflow_tracking
@@ -101,13 +110,18 @@ def build_resources(settings: ProjectSettings) -> dict:
 
 
 def build_definitions(settings: ProjectSettings) -> Definitions:
-    assets = [
-        *build_ingestion_assets(settings),
-        *build_feature_assets(settings),
-        *build_training_assets(settings),
-        *build_inference_assets(settings),
-        *build_monitoring_assets(settings),
-    ]
+    # Each day of a range run gets its own data version (see partitions.py), in every process that runs steps.
+    install_partition_data_versions()
+    # Each asset links to the file and line of its definition in the UI.
+    assets = with_source_code_references(
+        [
+            *build_ingestion_assets(settings),
+            *build_feature_assets(settings),
+            *build_training_assets(settings),
+            *build_inference_assets(settings),
+            *build_monitoring_assets(settings),
+        ]
+    )
     jobs = {
         name: define_asset_job(name, selection, hooks={end_mlflow_on_run_finished} if name == "training_job" else None)
         for name, selection in {**JOBS, **AUTOMATION_JOBS}.items()

@@ -1,12 +1,48 @@
-"""Daily partitions, in the time zone of the data, and the day range a run covers."""
+"""Daily partitions, and per-day truth for runs that cover many days.
+
+A range run (single-run backfill policy) computes all of its days in one vectorised pass, then reports
+each day as if it had run alone: the day's own metadata (``report_days``), its own data version (the
+hash of that day's rows, equal to what a one-day run of the same day gives) and its own check results
+(``day_check_events``). So the UI's partition pages, plots by partition and staleness tell the truth
+without a run per day.
+
+Dagster gives every partition of a range run's output the same data version (dagster#18123, #18649,
+open upstream). ``install_partition_data_versions`` closes that gap narrowly: a materialization event
+of one partition takes its data version from that partition's ``DAY_VERSION`` metadata entry.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 
-from dagster import AssetExecutionContext, DailyPartitionsDefinition
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetMaterialization,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DailyPartitionsDefinition,
+    FreshnessPolicy,
+    Output,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from fti_assets.settings import ProjectSettings
+from fti_assets.versioning import digest_version, row_hashes
+
+# Metadata entry of a day's materialization that becomes its data version.
+DAY_VERSION = "content_version"
+# Metadata entry (the reason) of a day the run computed but does not publish: it gets no materialization,
+# so the partition keeps its previous version; the asset says why in an observation of that day.
+WITHHELD = "withheld"
 
 
 def daily_partitions(settings: ProjectSettings) -> DailyPartitionsDefinition:
@@ -17,7 +53,139 @@ def daily_partitions(settings: ProjectSettings) -> DailyPartitionsDefinition:
     )
 
 
-def run_days(context: AssetExecutionContext) -> tuple[date, date]:
+def daily_freshness() -> FreshnessPolicy:
+    """A daily asset is expected every day: late after a day and a few hours, failing after two days."""
+    return FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=26))
+
+
+def run_days(context) -> tuple[date, date]:
     """[first, end) of the partitions this run materializes (one day, or a backfill's whole range)."""
     window = context.partition_time_window
     return window.start.date(), window.end.date()
+
+
+def install_partition_data_versions() -> None:
+    """Give each partition event of an output the data version in its ``DAY_VERSION`` metadata, and drop the
+    events of ``WITHHELD`` days.
+
+    Wraps the one function in Dagster that builds an output's asset events. Idempotent; a test fails
+    if a Dagster upgrade moves it (``test_partitions``).
+    """
+    from dagster._core.definitions.data_version import DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG
+    from dagster._core.execution.plan import execute_step
+
+    original = execute_step._get_output_asset_events
+    if getattr(original, "_fti_day_versions", False):
+        return
+
+    def output_asset_events(*args, **kwargs):
+        for event in original(*args, **kwargs):
+            if event.partition and WITHHELD in event.metadata:
+                continue
+            version = event.metadata.get(DAY_VERSION) if event.partition else None
+            if isinstance(event, AssetMaterialization) and version is not None:
+                tags = {**(event.tags or {}), DATA_VERSION_TAG: str(version.value)}
+                tags[DATA_VERSION_IS_USER_PROVIDED_TAG] = "true"
+                event = event._replace(tags=tags)
+            yield event
+
+    output_asset_events._fti_day_versions = True
+    execute_step._get_output_asset_events = output_asset_events
+
+
+@dataclass(frozen=True)
+class DaySlices:
+    """Row ranges of each day in a frame sorted by its day column: one pass, no per-day masks."""
+
+    frame: pd.DataFrame
+    bounds: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, day_column: str) -> DaySlices:
+        values = frame[day_column].astype(str).to_numpy()
+        if len(values) and (values[1:] < values[:-1]).any():
+            raise ValueError(f"frame must be sorted by {day_column}")
+        keys, starts = np.unique(values, return_index=True)
+        ends = [*starts[1:], len(values)] if len(values) else []
+        return cls(frame, {str(k): (int(s), int(e)) for k, s, e in zip(keys, starts, ends, strict=True)})
+
+    def rows(self, day: str) -> pd.DataFrame:
+        start, end = self.bounds.get(day, (0, 0))
+        return self.frame.iloc[start:end].reset_index(drop=True)
+
+    def count(self, day: str) -> int:
+        start, end = self.bounds.get(day, (0, 0))
+        return end - start
+
+    def versions(self, days: list[str], exclude: tuple[str, ...] = ()) -> dict[str, str]:
+        """Per day, ``versioning.frame_version`` of exactly that day's rows, from one hash of the frame."""
+        content = self.frame.drop(columns=list(exclude))
+        hashes = row_hashes(content)
+        return {day: digest_version(content, hashes[slice(*self.bounds.get(day, (0, 0)))]) for day in days}
+
+
+def report_days(context, metadata_by_day: Mapping[str, Mapping]) -> None:
+    """Attach each day's own metadata (and data version, under ``DAY_VERSION``) to that day's event."""
+    for day, metadata in metadata_by_day.items():
+        context.add_asset_metadata(dict(metadata), partition_key=day)
+
+
+@dataclass(frozen=True)
+class DayCheck:
+    """One day's result of a check."""
+
+    passed: bool
+    metadata: dict = field(default_factory=dict)
+    description: str | None = None
+    severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
+
+
+def _latest_materializations(
+    instance: DagsterInstance, asset_key: AssetKey, days: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The newest materialization of each day, in one query, for the check results to point at."""
+    found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=days), limit=max(len(days) * 4, 100)
+    ).records
+    for record in records:  # newest first
+        if record.partition_key not in found:
+            found[record.partition_key] = AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+            )
+    return found
+
+
+def day_check_evaluations(
+    instance: DagsterInstance, check_key: AssetCheckKey, verdicts: Mapping[str, DayCheck], blocking: bool
+) -> list[AssetCheckEvaluation]:
+    """One check evaluation per judged day, pointing at that day's newest materialization.
+
+    Yielded from a step, a failed blocking evaluation fails the step after every day has been reported,
+    as Dagster does for a check result, so downstream steps of the run do not start.
+    """
+    targets = _latest_materializations(instance, check_key.asset_key, list(verdicts))
+    return [
+        AssetCheckEvaluation(
+            asset_key=check_key.asset_key,
+            check_name=check_key.name,
+            passed=verdict.passed,
+            metadata=verdict.metadata,
+            description=verdict.description,
+            severity=verdict.severity,
+            blocking=blocking,
+            partition=day,
+            target_materialization_data=targets.get(day),
+        )
+        for day, verdict in verdicts.items()
+    ]
+
+
+def day_check_events(context, check_key: AssetCheckKey, verdicts: Mapping[str, DayCheck], blocking: bool) -> Iterator:
+    """What a check step yields for per-day results: the evaluations, then the check's output.
+
+    Days without a verdict were not evaluated and read as skipped.
+    """
+    op_context = getattr(context, "op_execution_context", context)
+    yield from day_check_evaluations(op_context.instance, check_key, verdicts, blocking)
+    yield Output(None, output_name=op_context.assets_def.get_output_name_for_asset_check_key(check_key))

@@ -61,7 +61,7 @@ def dagster_instance(home: Path):
     from dagster import DagsterInstance
 
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(PROJECT_ROOT / "configs" / "dagster.yaml", home / "dagster.yaml")
     return DagsterInstance.from_config(str(home))
 
 
@@ -78,3 +78,18 @@ def server_url(variable: str, server: str) -> str:
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     return server_url("FTI_TEST_POSTGRES_URL", "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def loop(tmp_path_factory):
+    """The closed loop run once (make demo-drift at test size), for its scenario test and the browser test."""
+    from fti_assets.definitions import build_definitions
+    from fti_assets.demo_drift import run_drift_demo
+
+    data = tmp_path_factory.mktemp("loop")
+    settings = small_drift_settings(data)
+    instance = dagster_instance(data / "dagster_home")
+    lines: list[str] = []
+    events = run_drift_demo(settings, instance, out=lines.append)
+    yield settings, instance, events, lines, build_definitions(settings)
+    instance.dispose()

@@ -10,26 +10,13 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 from dagster import AssetCheckKey, AssetKey, RunsFilter
+from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from fti_assets.definitions import build_definitions
-from fti_assets.demo_drift import SENSORS, SensorHarness, run_drift_demo
+from fti_assets.demo_drift import SENSORS, SensorHarness
 from fti_assets.monitoring.drift_gate import DRIFTED, DriftGate, HeldBack
-from fti_assets_tests.conftest import dagster_instance, small_drift_settings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def loop(tmp_path_factory):
-    data = tmp_path_factory.mktemp("loop")
-    settings = small_drift_settings(data)
-    instance = dagster_instance(data / "dagster_home")
-    lines: list[str] = []
-    events = run_drift_demo(settings, instance, out=lines.append)
-    defs = build_definitions(settings)
-    yield settings, instance, events, lines, defs
-    instance.dispose()
 
 
 def test_drifted_days_fail_their_check_and_their_predictions_are_held_back(loop):
@@ -76,7 +63,7 @@ def test_v2_learnt_the_drifted_period_passed_the_gates_and_serves(loop):
 
 
 def test_held_back_days_are_released_with_v2_when_they_pass_and_stay_held_otherwise(loop):
-    settings, _, events, _, defs = loop
+    settings, instance, events, _, defs = loop
     predictions = defs.resources["predictions"]
     gate = DriftGate(settings, defs.resources["registry"].champion())
     still_held = set(HeldBack(settings).days())
@@ -88,6 +75,14 @@ def test_held_back_days_are_released_with_v2_when_they_pass_and_stay_held_otherw
     for day in still_held:
         assert gate.verdict(day).status == DRIFTED  # judged against v2, not forgotten
     assert predictions.read_days(sorted(still_held)).empty
+    # A released day's drift check reads as judged against the new champion, not the old failure.
+    check_key = AssetCheckKey(AssetKey("customer_features"), "feature_drift")
+    for day in released:
+        record = instance.event_log_storage.get_asset_check_execution_history(
+            check_key, limit=1, partition_filter=PartitionKeyFilter(key=day)
+        )[0]
+        assert record.status == AssetCheckExecutionRecordStatus.SUCCEEDED, day
+        assert record.event.asset_check_evaluation.metadata["champion_version"].value == "2"
 
 
 def test_a_second_tick_and_a_restart_request_nothing_new(loop):

@@ -44,7 +44,12 @@ def latest_materialization(instance, asset: str, partition: str | None = None):
 def test_demo_reports_progress_and_a_summary(e2e):
     settings, _, seen, lines = e2e
     assert any(line.startswith("[source] simulated 400 customers") for line in lines)
-    assert sum(line.endswith(")") and "done in" in line for line in lines) == len(JOBS)
+    done = [line for line in lines if "done in" in line]
+    assert len(done) == len(JOBS) and all(line.endswith("rows/s") for line in done)
+    features_line = next(line for line in done if line.startswith("[features_job]"))
+    assert f"{seen['customer_features']['dagster/row_count'] + seen['churn_labels']['dagster/row_count']:,} rows" in (
+        features_line
+    )
     text = summary(settings, seen)
     assert "champion           v1" in text and "make ui" in text
 
@@ -52,18 +57,19 @@ def test_demo_reports_progress_and_a_summary(e2e):
 def test_raw_rows_are_all_accounted_for_against_the_source(e2e):
     settings, instance, seen, _ = e2e
     raw = seen["raw_transactions"]
-    assert raw["rows_accepted"] + raw["rows_quarantined"] == raw["rows_read"]
+    assert raw["run_rows_accepted"] + raw["run_rows_quarantined"] == raw["run_rows_read"]
     with sqlite3.connect(settings.source_url.removeprefix("sqlite:///")) as conn:
         in_range, total = conn.execute(
             "SELECT sum(purchased_at >= ? AND purchased_at < ?), count(*) FROM transactions",
             ("2026-01-01", settings.end_exclusive.isoformat()),
         ).fetchone()
-    assert raw["rows_read"] == in_range
+    assert raw["run_rows_read"] == in_range
     assert raw["source_rows_outside_date_range"] == total - in_range > 0  # the simulator's 2099 rows
     lake = settings.path("lake")
     accepted = pd.concat(pd.read_parquet(p) for p in (lake / "raw_transactions").glob("*.parquet"))
     quarantined = pd.concat(pd.read_parquet(p) for p in (lake / "quarantine" / "raw_transactions").glob("*.parquet"))
-    assert len(accepted) == raw["rows_accepted"] and len(quarantined) == raw["rows_quarantined"]
+    assert len(accepted) == raw["run_rows_accepted"] == raw["dagster/row_count"]
+    assert len(quarantined) == raw["rows_quarantined"] == raw["run_rows_quarantined"] - raw["run_rows_without_day"]
     assert accepted["transaction_id"].is_unique
     assert set(quarantined["reason"]) >= {
         "duplicate_transaction_id",
@@ -95,7 +101,6 @@ def test_labels_exist_only_where_the_horizon_is_complete(e2e):
     settings, _, seen, _ = e2e
     labels = seen["churn_labels"]
     assert labels["labelled_days"] == DAYS - settings.label_horizon_days
-    assert labels["days_waiting_for_horizon"] == settings.label_horizon_days
     assert 0.05 < labels["positive_rate"] < 0.6
 
 
@@ -156,26 +161,52 @@ def test_predictions_cover_every_active_customer_of_every_day_once(e2e):
     assert predictions["score"].between(0, 1).all()
 
 
+def test_each_day_of_a_range_run_reports_its_own_rows_version_and_checks(e2e):
+    """The demo ran each stage once over all days; every day still reads as if it had run alone."""
+    from dagster import AssetCheckKey
+    from dagster._core.event_api import PartitionKeyFilter
+
+    from fti_assets.versioning import frame_version
+
+    settings, instance, _, _ = e2e
+    versions = set()
+    for day in ("2026-02-02", "2026-03-15", "2026-04-20"):
+        for asset, folder in (("raw_transactions", "raw_transactions"), ("customer_features", "customer_features")):
+            rows = pd.read_parquet(settings.path("lake", folder, f"{day}.parquet"))
+            materialization = latest_materialization(instance, asset, day)
+            assert materialization.metadata["dagster/row_count"].value == len(rows) > 0, (asset, day)
+            assert materialization.tags["dagster/data_version"] == frame_version(rows), (asset, day)
+            versions.add(materialization.tags["dagster/data_version"])
+        predictions = latest_materialization(instance, "churn_predictions", day)
+        scored = build_definitions(settings).resources["predictions"].read_days([day])
+        assert predictions.metadata["dagster/row_count"].value == len(scored)
+        assert abs(predictions.metadata["mean_score"].value - scored["score"].mean()) < 1e-6
+        for asset, check in (("raw_transactions", "raw_data_quality"), ("customer_features", "feature_data_quality")):
+            record = instance.event_log_storage.get_asset_check_execution_history(
+                AssetCheckKey(AssetKey(asset), check), limit=1, partition_filter=PartitionKeyFilter(key=day)
+            )[0]
+            evaluation = record.event.dagster_event.event_specific_data
+            assert evaluation.partition == day and evaluation.passed, (check, day)
+            assert evaluation.target_materialization_data is not None
+    assert len(versions) == 6  # no two days share a version
+
+
 def test_rematerializing_a_partition_gives_the_same_data_version_and_no_duplicates(e2e):
+    """A day run alone, three times after the range run, keeps the version the range run gave it."""
     settings, instance, _, _ = e2e
     defs = build_definitions(settings)
     day = "2026-03-15"
     versions = {}
-    for job in ("ingestion_job", "features_job", "batch_inference_job"):
-        before = {}
-        for attempt in range(2):
+    for job, asset in (
+        ("ingestion_job", "raw_transactions"),
+        ("features_job", "customer_features"),
+        ("batch_inference_job", "churn_predictions"),
+    ):
+        from_range_run = latest_materialization(instance, asset, day).tags["dagster/data_version"]
+        for _ in range(3):
             defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=day)
-            for asset in {
-                "ingestion_job": ["raw_transactions"],
-                "features_job": ["customer_features"],
-                "batch_inference_job": ["churn_predictions"],
-            }[job]:
-                version = latest_materialization(instance, asset, day).tags["dagster/data_version"]
-                if attempt == 0:
-                    before[asset] = version
-                else:
-                    assert version == before[asset], asset
-                    versions[asset] = version
+            assert latest_materialization(instance, asset, day).tags["dagster/data_version"] == from_range_run, asset
+        versions[asset] = from_range_run
     predictions = build_definitions(settings).resources["predictions"].read_days([day])
     assert not predictions.duplicated(["customer_id"]).any()
     assert len(predictions) == len(pd.read_parquet(settings.path("lake", "customer_features", f"{day}.parquet")))

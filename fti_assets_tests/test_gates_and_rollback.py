@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import pandas as pd
 import pytest
-from dagster import AssetCheckKey, AssetKey, RunsFilter, build_sensor_context
+from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, RunsFilter, build_sensor_context
 
 from fti_assets.definitions import build_definitions
 from fti_assets.demo import QUIET, run_demo
@@ -102,16 +102,27 @@ def test_a_held_back_day_needs_an_explicit_override_which_is_recorded(world):
     gate = DriftGate(settings, registry.champion())
     day = settings.end_date.isoformat()
     assert day > gate.reference().last_training_day
-    drifted = DayVerdict(day, DRIFTED, gate.model_version, "now", {"summary": "forced for the test"}, None)
-    write_json_atomic(gate.ledger_path(day), asdict(drifted))
+    drift = {"summary": "forced for the test", "drifted_share": 0.75}
+    write_json_atomic(gate.ledger_path(day), asdict(DayVerdict(day, DRIFTED, gate.model_version, "now", drift, None)))
     job = defs.resolve_job_def("batch_inference_job")
+    before = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("churn_predictions"), asset_partitions=[day]), limit=1
+    ).records
 
-    held = job.execute_in_process(instance=instance, partition_key=day, run_config=QUIET, raise_on_error=False)
-    assert not held.success
+    # Held back, not crashed: the run succeeds, publishes nothing for the day and says why on it.
+    held = job.execute_in_process(instance=instance, partition_key=day, run_config=QUIET)
+    assert held.success and not held.get_asset_materialization_events()
+    after = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("churn_predictions"), asset_partitions=[day]), limit=1
+    ).records
+    assert [r.storage_id for r in after] == [r.storage_id for r in before]
     assert day in HeldBack(settings).days()
     observation = instance.fetch_observations(AssetKey("churn_predictions"), limit=1).records[0]
     assert observation.partition_key == day
-    assert observation.asset_observation.metadata["held_back"].value is True
+    metadata = observation.asset_observation.metadata
+    assert metadata["held_back"].value is True and metadata["drifted_share"].value == 0.75
+    assert metadata["champion_version"].value == gate.model_version
+    assert metadata["report"].value.startswith("http://127.0.0.1:3001/feature_drift/")
 
     override = {"ops": {"churn_predictions": {"config": {"override_drift_gate": True, "override_reason": "audit"}}}}
     released = job.execute_in_process(instance=instance, partition_key=day, run_config=override)

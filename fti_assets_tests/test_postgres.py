@@ -93,7 +93,7 @@ def test_the_raw_asset_materializes_from_postgres(sources, tmp_path):
     assert result.success
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
     written = pd.read_parquet(lake.day_path("raw_transactions", date(2026, 1, 7)))
-    assert metadata["rows_accepted"].value == len(written) > 0
+    assert metadata["dagster/row_count"].value == len(written) > 0
     assert result.get_asset_check_evaluations()[0].passed
 
 

@@ -1,6 +1,7 @@
 """Feature pipeline: raw transactions -> daily customer features -> Feast offline and online stores."""
 
 import time
+from datetime import date
 
 import pandas as pd
 from dagster import (
@@ -14,11 +15,11 @@ from dagster import (
     asset,
 )
 
-from fti_assets.features.transform import FEATURE_TABLE_COLUMNS, compute_customer_features, lookback_start
-from fti_assets.metadata import table_metadata
-from fti_assets.partitions import daily_partitions, run_days
+from fti_assets.features.transform import FEATURE_COLUMNS, compute_customer_features, lookback_start
+from fti_assets.metadata import column_schema, preview
+from fti_assets.partitions import DAY_VERSION, DaySlices, daily_partitions, report_days, run_days
 from fti_assets.resources.feast import FeastResource, repo_version
-from fti_assets.resources.lake import LakeResource, days
+from fti_assets.resources.lake import LakeResource
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings
 from fti_assets.versioning import frame_version
 
@@ -83,20 +84,29 @@ def build_feature_assets(settings: ProjectSettings) -> list:
         features = compute_customer_features(
             transactions, customers, first, end, settings.active_window_days, settings.source.timezone
         )
-        for day in days(first, end):
-            lake.write_day(FEATURE_TABLE, day, features[features["as_of_day"] == day.isoformat()])
-        per_day = features.groupby("as_of_day").size()
-        context.log.info(f"{len(features)} feature rows for {len(per_day)} days ({first} .. {end})")
-        return MaterializeResult(
-            metadata={
-                "days": f"{first} .. {end}",
-                "customers_per_day_mean": float(per_day.mean()) if len(per_day) else 0.0,
-                "feature_means": MetadataValue.json(
-                    {c: round(float(features[c].mean()), 4) for c in FEATURE_TABLE_COLUMNS[3:]} if len(features) else {}
-                ),
-                **table_metadata(features, lake.day_path(FEATURE_TABLE, first).parent),
+        feature_days = DaySlices.of(features, "as_of_day")
+        day_keys = context.partition_keys
+        for key in day_keys:
+            lake.write_day(FEATURE_TABLE, date.fromisoformat(key), feature_days.rows(key))
+        context.log.info(f"{len(features)} feature rows for {len(feature_days.bounds)} days ({first} .. {end})")
+        # Each day's own figures, from one grouping of the run's rows.
+        means = features.groupby("as_of_day")[FEATURE_COLUMNS].mean().round(4)
+        versions = feature_days.versions(day_keys)
+        report_days(
+            context,
+            {
+                key: {
+                    "dagster/row_count": feature_days.count(key),
+                    **({f"mean_{c}": float(v) for c, v in means.loc[key].items()} if key in means.index else {}),
+                    "preview": preview(feature_days.rows(key)),
+                    "file": MetadataValue.path(str(lake.day_path(FEATURE_TABLE, date.fromisoformat(key)))),
+                    DAY_VERSION: versions[key],
+                }
+                for key in day_keys
             },
-            data_version=DataVersion(frame_version(features)),
+        )
+        return MaterializeResult(
+            metadata={"dagster/column_schema": column_schema(features), "run_days": f"{first} .. {end}"}
         )
 
     @asset(

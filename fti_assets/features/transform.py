@@ -30,12 +30,11 @@ def end_of_day_utc(day: date, timezone: str) -> pd.Timestamp:
 
 
 def end_of_day_times(as_of: pd.Series, timezone: str) -> pd.Series:
-    """``end_of_day_utc`` for a column of as-of dates, computed once per distinct day."""
-    as_of = pd.to_datetime(as_of)
-    unique = as_of.drop_duplicates()
-    lookup = pd.Series([end_of_day_utc(d.date(), timezone) for d in unique], index=unique.to_numpy())
+    """``end_of_day_utc`` for a column of as-of dates: computed once per distinct day, then taken by code."""
+    codes, unique = pd.factorize(pd.to_datetime(as_of))
     # Microseconds: Feast's duckdb offline store cannot materialize nanosecond timestamps.
-    return pd.Series(lookup.reindex(as_of.to_numpy()).to_numpy(), index=as_of.index).astype("datetime64[us, UTC]")
+    ends = pd.DatetimeIndex([end_of_day_utc(d.date(), timezone) for d in unique], dtype="datetime64[us, UTC]")
+    return pd.Series(ends.take(codes), index=as_of.index)
 
 
 def lookback_start(first: date, active_window_days: int) -> date:

@@ -10,12 +10,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 from dagster import (
+    AssetCheckKey,
     AssetDep,
     AssetExecutionContext,
-    AssetObservation,
+    AssetKey,
     BackfillPolicy,
     Config,
-    DataVersion,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -24,13 +24,29 @@ from dagster import (
 from pydantic import Field
 
 from fti_assets import tags as run_tags
-from fti_assets.monitoring.drift_gate import DriftGate, HeldBack
-from fti_assets.partitions import daily_partitions, run_days
+from fti_assets.metadata import column_schema
+from fti_assets.monitoring.drift_gate import (
+    DRIFT_CHECK,
+    FEATURE_TABLE,
+    DayVerdict,
+    DriftGate,
+    HeldBack,
+    drift_day_check,
+)
+from fti_assets.partitions import (
+    DAY_VERSION,
+    WITHHELD,
+    DaySlices,
+    daily_freshness,
+    daily_partitions,
+    day_check_evaluations,
+    report_days,
+    run_days,
+)
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.mlflow import ModelRegistryResource
 from fti_assets.resources.predictions import PredictionStoreResource
 from fti_assets.settings import ProjectSettings
-from fti_assets.versioning import frame_version
 
 
 def entities_of_days(feast: FeastResource, feature_service: str, first: date, end: date) -> pd.DataFrame:
@@ -56,44 +72,38 @@ class PredictionConfig(Config):
     override_reason: str = Field(default="", description="Why; required with override_drift_gate.")
 
 
-def _drift_gate(context, config: PredictionConfig, gate: DriftGate, held_back: HeldBack, days: list[str]) -> None:
-    """Raise for days whose features drifted from the champion's reference, unless overridden (and recorded)."""
-    _, held = gate.split(days)
-    if not held:
-        return
-    if config.override_drift_gate:
+def _drift_gate(
+    context, config: PredictionConfig, settings: ProjectSettings, gate: DriftGate, held_back: HeldBack, days: list[str]
+) -> tuple[list[str], list[DayVerdict]]:
+    """The days to score, and those held back because their features drifted from the champion's reference.
+
+    A held day is recorded as held and its partition gets an observation saying why; an override scores
+    every day and is recorded on the run.
+    """
+    passing, held = gate.split(days)
+    if held and config.override_drift_gate:
         if not config.override_reason.strip():
             raise Failure("override_drift_gate needs an override_reason: it is recorded with the predictions")
         context.instance.add_run_tags(context.run.run_id, {run_tags.DRIFT_OVERRIDE: config.override_reason[:200]})
         context.log.warning(f"drift gate overridden for {[v.day for v in held]}: {config.override_reason}")
-        return
+        return days, []
+    held = list(gate.report_most_drifted(held).values())
     for verdict in held:
         held_back.hold(verdict)
-        context.log_event(
-            AssetObservation(
-                asset_key=context.asset_key,
-                partition=verdict.day,
-                metadata={
-                    "held_back": True,
-                    "reason": verdict.describe(),
-                    "champion_version": verdict.model_version,
-                    **({"report": MetadataValue.path(verdict.report)} if verdict.report else {}),
-                },
-            )
-        )
-    raise Failure(
-        description=(
+        context.log_event(held_back.observation(settings, verdict))
+    if held:
+        context.log.warning(
             f"held back by the drift gate: {len(held)} of {len(days)} days drifted from the reference of champion "
-            f"v{gate.model_version}. They are released when a new champion passes them; to score them anyway, "
-            "run with config override_drift_gate=true and an override_reason."
-        ),
-        metadata={"held_back_days": MetadataValue.json([v.describe() for v in held])},
-    )
+            f"v{gate.model_version}; they are released when a new champion passes them (or run with config "
+            "override_drift_gate=true and an override_reason)"
+        )
+    return passing, held
 
 
 def build_inference_assets(settings: ProjectSettings) -> list:
     @asset(
         name="churn_predictions",
+        freshness_policy=daily_freshness(),
         group_name="inference",
         partitions_def=daily_partitions(settings),
         backfill_policy=BackfillPolicy.single_run(),
@@ -120,7 +130,9 @@ def build_inference_assets(settings: ProjectSettings) -> list:
         if champion is None:
             raise Failure(f"no `champion` alias on model {registry.model_name}: materialize champion_model first")
         day_keys = context.partition_keys
-        _drift_gate(context, config, DriftGate(settings, champion), HeldBack(settings), day_keys)
+        gate = DriftGate(settings, champion)
+        held_back = HeldBack(settings)
+        scored_days, held = _drift_gate(context, config, settings, gate, held_back, day_keys)
         feature_service = champion.tags["feature_service"]
         served_schema = feast.feature_schema_hash(feature_service)
         if served_schema != champion.tags["feature_schema_hash"]:
@@ -129,6 +141,7 @@ def build_inference_assets(settings: ProjectSettings) -> list:
                 f"{champion.tags['feature_schema_hash']}, but {feature_service} now has {served_schema}"
             )
         entities = entities_of_days(feast, feature_service, first, end)
+        entities = entities[entities["as_of_day"].isin(scored_days)]
         store = feast.store()
         features = store.get_historical_features(
             entity_df=entities, features=store.get_feature_service(feature_service)
@@ -151,24 +164,51 @@ def build_inference_assets(settings: ProjectSettings) -> list:
                 "run_id": context.run.run_id,
             }
         )
-        written = predictions.replace_days(scored, day_keys)
-        for day in day_keys:
-            HeldBack(settings).release(day)
-        context.log.info(f"{written} predictions for {len(day_keys)} days with model v{champion.version}")
-        # The version is the content, not the run: scoring a day again gives the same version.
-        content = scored.drop(columns=["run_id"])
-        return MaterializeResult(
+        written = predictions.replace_days(scored, scored_days)
+        released = sorted(set(held_back.days()) & set(scored_days))
+        for day in scored_days:
+            held_back.release(day)
+        context.log.info(f"{written} predictions for {len(scored_days)} days with model v{champion.version}")
+        # Each day's own figures and version; the version is the content, not the run.
+        score_days = DaySlices.of(scored, "as_of_day")
+        by_day = scored.groupby("as_of_day").agg(mean_score=("score", "mean"), churn_rate=("predicted_label", "mean"))
+        versions = score_days.versions(day_keys, exclude=("run_id",))
+        report_days(
+            context,
+            {
+                key: {
+                    "dagster/row_count": score_days.count(key),
+                    **(
+                        {
+                            "mean_score": round(float(by_day.at[key, "mean_score"]), 6),
+                            "predicted_churn_rate": round(float(by_day.at[key, "churn_rate"]), 6),
+                        }
+                        if key in by_day.index
+                        else {}
+                    ),
+                    DAY_VERSION: versions[key],
+                }
+                for key in scored_days
+            },
+        )
+        # A held day is not published: its partition keeps what it had, with the observation saying why.
+        report_days(context, {v.day: {WITHHELD: v.describe()} for v in held})
+        yield MaterializeResult(
             metadata={
-                "dagster/row_count": written,
-                "days": f"{first} .. {end}",
+                "dagster/column_schema": column_schema(scored),
+                "run_days": f"{first} .. {end}",
                 "model_version": str(champion.version),
                 "feature_service": feature_service,
-                "mean_score": float(scores.mean()) if len(scores) else 0.0,
-                "predicted_churn_rate": float(scored["predicted_label"].mean()) if len(scored) else 0.0,
                 "table": MetadataValue.text(f"{predictions.table} at {predictions.safe_url}"),
                 "drift_override": config.override_reason if config.override_drift_gate else "none",
-            },
-            data_version=DataVersion(frame_version(content)),
+            }
         )
+        # Days held back under an earlier champion that pass this one: their drift check says so too.
+        judged = [gate.verdict(day) for day in released]
+        passing = {v.day: check for v in judged if not v.held_back and (check := drift_day_check(settings, v))}
+        if passing:
+            yield from day_check_evaluations(
+                context.instance, AssetCheckKey(AssetKey(FEATURE_TABLE), DRIFT_CHECK), passing, blocking=False
+            )
 
     return [churn_predictions]

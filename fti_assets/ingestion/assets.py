@@ -1,8 +1,10 @@
 """Data collection: source rows -> standardized, validated, day-partitioned raw data in the lake."""
 
+from datetime import date
+
 import pandas as pd
 from dagster import (
-    AssetCheckResult,
+    AssetCheckKey,
     AssetCheckSpec,
     AssetExecutionContext,
     BackfillPolicy,
@@ -17,9 +19,18 @@ from fti_assets.ingestion.standardize import (
     standardize_customers,
     standardize_transactions,
 )
-from fti_assets.metadata import table_metadata
-from fti_assets.partitions import daily_partitions, run_days
-from fti_assets.resources.lake import LakeResource, days, write_parquet_atomic
+from fti_assets.metadata import column_schema, preview, table_metadata
+from fti_assets.partitions import (
+    DAY_VERSION,
+    DayCheck,
+    DaySlices,
+    daily_freshness,
+    daily_partitions,
+    day_check_events,
+    report_days,
+    run_days,
+)
+from fti_assets.resources.lake import LakeResource, write_parquet_atomic
 from fti_assets.resources.source import SourceResource
 from fti_assets.settings import ProjectSettings
 from fti_assets.versioning import frame_version
@@ -31,6 +42,7 @@ QUARANTINE = "quarantine/raw_transactions"
 def build_ingestion_assets(settings: ProjectSettings) -> list:
     @asset(
         name="raw_transactions",
+        freshness_policy=daily_freshness(),
         group_name="ingestion",
         partitions_def=daily_partitions(settings),
         backfill_policy=BackfillPolicy.single_run(),
@@ -43,6 +55,7 @@ def build_ingestion_assets(settings: ProjectSettings) -> list:
                 asset="raw_transactions",
                 description="Every row read is accepted or quarantined: accepted + quarantined == read.",
                 blocking=True,
+                partitions_def=daily_partitions(settings),
             )
         ],
         description=(
@@ -60,10 +73,13 @@ def build_ingestion_assets(settings: ProjectSettings) -> list:
         )
         accepted = batch.accepted.sort_values(["day", "ts", "transaction_id"]).reset_index(drop=True)
         quarantined = batch.quarantined
-        for day in days(first, end):
-            key = day.isoformat()
-            lake.write_day("raw_transactions", day, accepted[accepted["day"] == key].reset_index(drop=True))
-            lake.write_day(QUARANTINE, day, quarantined[quarantined["day"] == key].reset_index(drop=True))
+        placed = quarantined[quarantined["day"].notna()].sort_values("day", kind="stable").reset_index(drop=True)
+        accepted_days, quarantined_days = DaySlices.of(accepted, "day"), DaySlices.of(placed, "day")
+        day_keys = context.partition_keys
+        for key in day_keys:
+            day = date.fromisoformat(key)
+            lake.write_day("raw_transactions", day, accepted_days.rows(key))
+            lake.write_day(QUARANTINE, day, quarantined_days.rows(key))
         unplaceable = quarantined[quarantined["day"].isna()]
         if len(unplaceable):
             # Rows without a usable time belong to no day; a file source re-reads them whole every run.
@@ -76,29 +92,59 @@ def build_ingestion_assets(settings: ProjectSettings) -> list:
             )
         accounted = len(accepted) + len(quarantined) == batch.rows_read
         context.log.info(f"{batch.rows_read} rows read: {len(accepted)} accepted, {len(quarantined)} quarantined")
-        return MaterializeResult(
-            metadata={
-                "rows_read": batch.rows_read,
-                "rows_accepted": len(accepted),
-                "rows_quarantined": len(quarantined),
-                "quarantine_reasons": MetadataValue.json(batch.reason_counts),
-                "source_rows_outside_date_range": outside,
-                "days": f"{first} .. {end}",
-                "customers": int(accepted["customer_id"].nunique()),
-                "total_amount": float(accepted["amount"].sum().round(2)),
-                **table_metadata(accepted, lake.day_path("raw_transactions", first).parent),
+
+        # Each day's own figures, from one grouping of the run's rows.
+        by_day = accepted.groupby("day").agg(customers=("customer_id", "nunique"), total_amount=("amount", "sum"))
+        reasons: dict[str, dict[str, int]] = {}
+        for (key, reason), count in placed.groupby(["day", "reason"]).size().items():
+            reasons.setdefault(key, {})[reason] = int(count)
+        versions = accepted_days.versions(day_keys)
+        report_days(
+            context,
+            {
+                key: {
+                    "dagster/row_count": accepted_days.count(key),
+                    "rows_quarantined": quarantined_days.count(key),
+                    "quarantine_reasons": MetadataValue.json(reasons.get(key, {})),
+                    "customers": int(by_day["customers"].get(key, 0)),
+                    "total_amount": round(float(by_day["total_amount"].get(key, 0.0)), 2),
+                    "preview": preview(accepted_days.rows(key)),
+                    "file": MetadataValue.path(str(lake.day_path("raw_transactions", date.fromisoformat(key)))),
+                    DAY_VERSION: versions[key],
+                }
+                for key in day_keys
             },
-            data_version=DataVersion(frame_version(accepted)),
-            check_results=[
-                AssetCheckResult(
-                    check_name="rows_accounted_for",
+        )
+        rows_accounted = AssetCheckKey(context.asset_key, "rows_accounted_for")
+        run_totals = {
+            "run_rows_read": batch.rows_read,
+            "run_rows_accepted": len(accepted),
+            "run_rows_quarantined": len(quarantined),
+            "run_rows_without_day": len(unplaceable),
+        }
+        yield MaterializeResult(
+            metadata={
+                "dagster/column_schema": column_schema(accepted),
+                "run_days": f"{first} .. {end}",
+                "source_rows_outside_date_range": outside,
+            }
+        )
+        # The accounting holds for the run's read as a whole; each day reports it with its own counts.
+        yield from day_check_events(
+            context,
+            rows_accounted,
+            {
+                key: DayCheck(
                     passed=accounted,
                     metadata={
-                        "rows_read": batch.rows_read,
-                        "accepted_plus_quarantined": len(accepted) + len(quarantined),
+                        "rows_accepted": accepted_days.count(key),
+                        "rows_quarantined": quarantined_days.count(key),
+                        **run_totals,
                     },
                 )
-            ],
+                for key in day_keys
+            },
+            blocking=True,
         )
 
     @asset(

@@ -3,12 +3,20 @@
 from datetime import date, timedelta
 
 import pandas as pd
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
+import pyarrow.parquet as pq
+from dagster import AssetCheckExecutionContext, AssetCheckSeverity, MetadataValue, asset_check
 
 from fti_assets.monitoring.drift import evaluate_drift
-from fti_assets.monitoring.drift_gate import DRIFTED, DriftGate, HeldBack, drift_settings
+from fti_assets.monitoring.drift_gate import (
+    DRIFT_CHECK,
+    FEATURE_TABLE,
+    DriftGate,
+    HeldBack,
+    drift_day_check,
+    drift_settings,
+)
 from fti_assets.monitoring.quality import WEEKS, quality_issues
-from fti_assets.partitions import daily_partitions
+from fti_assets.partitions import DayCheck, daily_partitions, day_check_events
 from fti_assets.resources.lake import LakeResource
 from fti_assets.resources.mlflow import ModelRegistryResource
 from fti_assets.resources.predictions import PredictionStoreResource
@@ -23,18 +31,18 @@ def _day_quality(
     non_negative: list[str],
     settings: ProjectSettings,
     judge_row_counts: bool = True,
-) -> dict[str, list[str]]:
-    """Issues per day; the row-count rule compares each day with the same weekday of the weeks before."""
+) -> dict[str, DayCheck]:
+    """A result per day; the row-count rule compares each day with the same weekday of the weeks before."""
     lookback = 7 * WEEKS
     first = date.fromisoformat(days[0]) - timedelta(days=lookback)
     counts = {d.isoformat(): 0 for d in (first + timedelta(days=i) for i in range(lookback + len(days)))}
-    if judge_row_counts:  # each count reads a file
+    if judge_row_counts:  # each count reads a file's footer
         for day in counts:
             path = lake.day_path(asset, date.fromisoformat(day))
             if path.exists():
-                counts[day] = len(pd.read_parquet(path, columns=required[:1]))
+                counts[day] = pq.ParquetFile(path).metadata.num_rows
     ordered = list(counts)
-    issues = {}
+    results = {}
     for day in days:
         frame = pd.read_parquet(lake.day_path(asset, date.fromisoformat(day)))
         history = [counts[d] for d in ordered[: ordered.index(day)]] if judge_row_counts else []
@@ -42,20 +50,12 @@ def _day_quality(
         found = quality_issues(
             frame, required, non_negative, history, monitoring.row_count_ratio_bounds, monitoring.row_count_min_median
         )
-        if found:
-            issues[day] = found
-    return issues
-
-
-def _quality_result(issues: dict[str, list[str]], days: list[str]) -> AssetCheckResult:
-    return AssetCheckResult(
-        passed=not issues,
-        metadata={
-            "days_checked": len(days),
-            "days_with_issues": len(issues),
-            "issues": MetadataValue.json({d: i for d, i in list(issues.items())[:50]}),
-        },
-    )
+        results[day] = DayCheck(
+            passed=not found,
+            metadata={"rows": len(frame), "issues": MetadataValue.json(found)},
+            description="; ".join(found) if found else None,
+        )
+    return results
 
 
 def build_monitoring_checks(settings: ProjectSettings) -> list:
@@ -69,16 +69,22 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
         description="No nulls in ids, times and amounts; amounts finite and positive; row count not anomalous.",
     )
     def raw_data_quality(context: AssetCheckExecutionContext, lake: LakeResource):
-        keys = context.partition_keys
-        return _quality_result(
+        yield from day_check_events(
+            context,
+            context.check_specs[0].key,
             _day_quality(
-                lake, "raw_transactions", keys, ["transaction_id", "customer_id", "ts", "amount"], ["amount"], settings
+                lake,
+                "raw_transactions",
+                context.partition_keys,
+                ["transaction_id", "customer_id", "ts", "amount"],
+                ["amount"],
+                settings,
             ),
-            keys,
+            blocking=True,
         )
 
     @asset_check(
-        asset="customer_features",
+        asset=FEATURE_TABLE,
         name="feature_data_quality",
         partitions_def=partitions,
         blocking=True,
@@ -87,74 +93,87 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
     def feature_data_quality(context: AssetCheckExecutionContext, lake: LakeResource):
         from fti_assets.features.transform import FEATURE_COLUMNS
 
-        keys = context.partition_keys
-        return _quality_result(
-            # Feature rows are the active population: it grows through the look-back's warm-up and shrinks
-            # with churn, smoothly; a broken load shows in the raw check's row counts.
-            _day_quality(
-                lake, "customer_features", keys, ["customer_id", *FEATURE_COLUMNS], FEATURE_COLUMNS, settings, False
-            ),
-            keys,
+        # Feature rows are the active population: it grows through the look-back's warm-up and shrinks
+        # with churn, smoothly; a broken load shows in the raw check's row counts.
+        results = _day_quality(
+            lake,
+            FEATURE_TABLE,
+            context.partition_keys,
+            ["customer_id", *FEATURE_COLUMNS],
+            FEATURE_COLUMNS,
+            settings,
+            False,
         )
+        yield from day_check_events(context, context.check_specs[0].key, results, blocking=True)
 
     @asset_check(
-        asset="customer_features",
-        name="feature_drift",
+        asset=FEATURE_TABLE,
+        name=DRIFT_CHECK,
         partitions_def=partitions,
-        blocking=True,
+        # Not blocking: churn_predictions holds drifted days back itself, in every run, and says so on the
+        # day; failing this run would hide that and show the day as a crash.
+        blocking=False,
         description=(
-            "Evidently drift of each day's features against the champion's reference (the features of its "
-            "validation and test periods), method pinned in settings. A drifted day is held back from "
-            "predictions in every later run too, until a new champion or an explicit override."
+            "Drift of each day's features against the champion's reference (the features of its validation and "
+            "test periods), per column with the method pinned in settings, through Evidently's stat tests. A "
+            "drifted day is held back from predictions in every run (sensor, backfill, UI), until a new champion "
+            "passes it or an operator overrides. Not evaluated (skipped) while there is no champion: nothing to "
+            "compare with."
         ),
     )
     def feature_drift(context: AssetCheckExecutionContext, registry: ModelRegistryResource):
         gate = DriftGate(settings, registry.champion())
         # The features were just written: judge them afresh rather than trust an older verdict.
         verdicts = [gate.verdict(day, refresh=True) for day in context.partition_keys]
-        drifted = [v for v in verdicts if v.status == DRIFTED]
-        for verdict in drifted:
-            HeldBack(settings).hold(verdict)
-        statuses = pd.Series([v.status for v in verdicts]).value_counts().to_dict()
-        metadata = {
-            "champion_version": gate.model_version or "none",
-            "days_by_status": MetadataValue.json(statuses),
-            "drifted_days": MetadataValue.json([v.day for v in drifted]),
-        }
-        if drifted:
-            worst = gate.write_report(max(drifted, key=lambda v: v.drift["drifted_share"]))
-            metadata.update(
-                {
-                    "drifted_share": worst.drift["drifted_share"],
-                    "columns": MetadataValue.json(worst.drift["columns"]),
-                    "method": settings.monitoring.drift_method,
-                    "report": MetadataValue.path(worst.report),
-                }
+        reported = gate.report_most_drifted(verdicts)
+        held_back = HeldBack(settings)
+        for verdict in reported.values():
+            held_back.hold(verdict)
+        not_compared = [v.day for v in verdicts if drift_day_check(settings, v) is None]
+        if not_compared:
+            context.log.info(
+                f"{len(not_compared)} days not compared ({verdicts[0].status.replace('_', ' ')}): "
+                "they read as skipped until a champion exists"
             )
-        return AssetCheckResult(passed=not drifted, metadata=metadata)
+        results = {v.day: check for v in verdicts if (check := drift_day_check(settings, reported.get(v.day, v)))}
+        yield from day_check_events(context, context.check_specs[0].key, results, blocking=False)
 
     @asset_check(
         asset="churn_predictions",
         name="prediction_drift",
         partitions_def=partitions,
-        description="Drift of each day's score distribution against the champion's validation scores.",
+        description=(
+            "Drift of each day's score distribution against the champion's validation scores, with the "
+            "feature drift method and column threshold (a warning, not a gate)."
+        ),
     )
     def prediction_drift(
         context: AssetCheckExecutionContext, registry: ModelRegistryResource, predictions: PredictionStoreResource
     ):
         champion = registry.champion()
-        if champion is None:
-            return AssetCheckResult(passed=True, metadata={"reason": "no champion yet"})
-        reference = registry.validation_scores(champion)
-        scored = predictions.read_days(context.partition_keys)
-        scored = scored[scored["model_version"] == str(champion.version)]
-        if scored.empty:
-            return AssetCheckResult(passed=True, metadata={"reason": "no predictions of the champion in these days"})
-        result = evaluate_drift(reference, scored, ["score"], drift_settings(settings))
-        return AssetCheckResult(
-            passed=not result.drifted,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"champion_version": str(champion.version), **result.as_metadata()},
-        )
+        results = {}
+        if champion is not None:
+            reference = registry.validation_scores(champion)
+            scored = predictions.read_days(context.partition_keys)
+            scored = scored[scored["model_version"] == str(champion.version)]
+            for day, rows in scored.groupby("as_of_day"):
+                result = evaluate_drift(reference, rows, ["score"], drift_settings(settings))
+                column = result.columns[0]
+                results[day] = DayCheck(
+                    passed=not result.drifted,
+                    severity=AssetCheckSeverity.WARN,
+                    description=result.summary(),
+                    metadata={
+                        "champion_version": str(champion.version),
+                        "score_drift": column.score,
+                        "threshold": column.threshold,
+                        "method": column.method,
+                        "rows": len(rows),
+                    },
+                )
+        skipped = len(context.partition_keys) - len(results)
+        if skipped:
+            context.log.info(f"{skipped} days not compared: no champion, or no predictions of the champion")
+        yield from day_check_events(context, context.check_specs[0].key, results, blocking=False)
 
     return [raw_data_quality, feature_data_quality, feature_drift, prediction_drift]

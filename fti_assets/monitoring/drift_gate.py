@@ -14,10 +14,17 @@ from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+from dagster import AssetObservation, MetadataValue
 
 from fti_assets.monitoring.drift import DriftSettings, evaluate_drift, write_drift_report
+from fti_assets.partitions import DayCheck
 from fti_assets.settings import ProjectSettings
 
+DRIFT_CHECK = "feature_drift"
+# Evidently HTML reports written per run, most drifted days first: each takes seconds.
+MAX_REPORTS_PER_RUN = 14
+FEATURE_TABLE = "customer_features"
+PREDICTIONS = "churn_predictions"
 IN_TRAINING_PERIOD = "in_training_period"
 NO_REFERENCE = "no_reference"
 NO_FEATURES = "no_features"
@@ -60,6 +67,12 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=2, default=str)
     os.replace(tmp, path)
+
+
+def report_url(settings: ProjectSettings, report: str) -> str:
+    """Where a report under data/reports/ opens in a browser: `make ui` serves that folder on loopback."""
+    base = os.environ.get("FTI_REPORTS_URL", "http://127.0.0.1:3001").rstrip("/")
+    return f"{base}/{Path(report).relative_to(settings.path('reports')).as_posix()}"
 
 
 def drift_settings(settings: ProjectSettings) -> DriftSettings:
@@ -146,6 +159,14 @@ class DriftGate:
         write_json_atomic(self.ledger_path(verdict.day), asdict(reported))
         return reported
 
+    def report_most_drifted(self, verdicts: list[DayVerdict]) -> dict[str, DayVerdict]:
+        """The drifted verdicts by day, the most drifted ``MAX_REPORTS_PER_RUN`` with their report written."""
+        drifted = sorted((v for v in verdicts if v.held_back), key=lambda v: -v.drift["drifted_share"])
+        return {
+            v.day: self.write_report(v) if rank < MAX_REPORTS_PER_RUN and not v.report else v
+            for rank, v in enumerate(drifted)
+        }
+
     def monitored_columns(self, reference: Reference) -> list[str]:
         excluded = set(self.settings.monitoring.drift_exclude_columns)
         meta = {"customer_id", "event_timestamp", "as_of_day", "split", "churned"}
@@ -159,6 +180,32 @@ class DriftGate:
         return [DayVerdict(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
 
 
+def drift_day_check(settings: ProjectSettings, verdict: DayVerdict) -> DayCheck | None:
+    """The drift check's result for one day; None when nothing was compared (no champion, no features)."""
+    champion = {"champion_version": verdict.model_version or "none"}
+    if verdict.status == IN_TRAINING_PERIOD:
+        return DayCheck(
+            passed=True,
+            metadata=champion,
+            description=f"in the training period of champion v{verdict.model_version}: its reference, not drift",
+        )
+    if verdict.status not in (PASSED, DRIFTED):
+        return None
+    drift = verdict.drift
+    metadata = {
+        **champion,
+        "drifted_share": float(drift["drifted_share"]),
+        "drifted_columns": MetadataValue.json(drift["drifted_columns"]),
+        "columns": MetadataValue.json(drift["columns"]),
+        "method": settings.monitoring.drift_method,
+        "current_rows": int(drift["current_rows"]),
+        "reference_rows": int(drift["reference_rows"]),
+    }
+    if verdict.report:
+        metadata["report"] = MetadataValue.url(report_url(settings, verdict.report))
+    return DayCheck(passed=verdict.status == PASSED, metadata=metadata, description=drift["summary"])
+
+
 class HeldBack:
     """Prediction days the drift gate held back, until a release or an override materializes them."""
 
@@ -167,6 +214,23 @@ class HeldBack:
 
     def hold(self, verdict: DayVerdict) -> None:
         write_json_atomic(self.folder / f"{verdict.day}.json", asdict(verdict))
+
+    @staticmethod
+    def observation(settings: ProjectSettings, verdict: DayVerdict) -> AssetObservation:
+        """What the held-back prediction day's page in the UI shows: why, against which champion, the report."""
+        return AssetObservation(
+            asset_key=PREDICTIONS,
+            partition=verdict.day,
+            description=f"Held back by the drift gate: {verdict.describe()}",
+            metadata={
+                "held_back": True,
+                "reason": verdict.describe(),
+                "champion_version": verdict.model_version or "none",
+                "drifted_share": float(verdict.drift["drifted_share"]) if verdict.drift else 0.0,
+                "release": "scored when a new champion passes the day, or run with override_drift_gate",
+                **({"report": MetadataValue.url(report_url(settings, verdict.report))} if verdict.report else {}),
+            },
+        )
 
     def release(self, day: str) -> None:
         (self.folder / f"{day}.json").unlink(missing_ok=True)

@@ -89,8 +89,13 @@ def build_monitoring_sensors(settings: ProjectSettings, jobs: dict) -> list:
         if context.cursor == str(champion.version):
             return SkipReason(f"champion v{champion.version} already handled")
         gate = DriftGate(settings, champion)
-        held = HeldBack(settings).days()
-        passing, _ = gate.split(held)
+        held_back = HeldBack(settings)
+        held = held_back.days()
+        passing, still_held = gate.split(held)
+        for verdict in still_held:
+            # The day's page says it was judged again, against the new champion, and is still held.
+            held_back.hold(verdict)
+            context.instance.report_runless_asset_event(held_back.observation(settings, verdict))
         context.update_cursor(str(champion.version))
         if not passing:
             return SkipReason(f"{len(held)} days held back; none passes against champion v{champion.version}")

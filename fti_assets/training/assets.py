@@ -3,7 +3,7 @@
 import json
 import os
 import subprocess
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,8 @@ from pydantic import Field
 
 from fti_assets import tags as run_tags
 from fti_assets.features.transform import lookback_start
-from fti_assets.metadata import table_metadata
-from fti_assets.partitions import daily_partitions, run_days
+from fti_assets.metadata import column_schema, table_metadata
+from fti_assets.partitions import DAY_VERSION, DaySlices, daily_partitions, report_days, run_days
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource, days, write_parquet_atomic
 from fti_assets.resources.mlflow import VALIDATION_SCORES, ModelRegistryResource
@@ -128,21 +128,41 @@ def build_training_assets(settings: ProjectSettings) -> list:
         labels = compute_churn_labels(
             transactions, first, labelled_end, settings.active_window_days, horizon, settings.source.timezone
         )
-        for day in days(first, labelled_end):
-            lake.write_day(LABELS, day, labels[labels["as_of_day"] == day.isoformat()])
+        label_slices = DaySlices.of(labels, "as_of_day")
+        labelled = {d.isoformat() for d in days(first, labelled_end)}
+        for key in sorted(labelled):
+            lake.write_day(LABELS, date.fromisoformat(key), label_slices.rows(key))
         unlabelled = (end - labelled_end).days
         context.log.info(
             f"{len(labels)} labels for {(labelled_end - first).days} days; {unlabelled} days wait for their horizon"
         )
+        positive_rate = labels.groupby("as_of_day")["churned"].mean()
+        versions = label_slices.versions(context.partition_keys)
+        report_days(
+            context,
+            {
+                key: {
+                    "dagster/row_count": label_slices.count(key),
+                    "labelled": key in labelled,
+                    **({"positive_rate": round(float(positive_rate[key]), 4)} if key in positive_rate.index else {}),
+                    **(
+                        {}
+                        if key in labelled
+                        else {
+                            "waiting_for_horizon_until": (date.fromisoformat(key) + timedelta(days=horizon)).isoformat()
+                        }
+                    ),
+                    DAY_VERSION: versions[key],
+                }
+                for key in context.partition_keys
+            },
+        )
         return MaterializeResult(
             metadata={
-                "labelled_days": (labelled_end - first).days,
-                "days_waiting_for_horizon": unlabelled,
-                "positive_rate": float(labels["churned"].mean()) if len(labels) else 0.0,
+                "dagster/column_schema": column_schema(labels),
+                "run_days": f"{first} .. {end}",
                 "horizon_days": horizon,
-                **table_metadata(labels),
-            },
-            data_version=DataVersion(frame_version(labels)),
+            }
         )
 
     @asset(
@@ -262,10 +282,8 @@ def build_training_assets(settings: ProjectSettings) -> list:
             metadata={
                 "mlflow_run": MetadataValue.url(context.resources.registry.run_url(summary["run_id"])),
                 "model_uri": summary["model_uri"],
-                "metrics": MetadataValue.json({k: round(v, 4) for k, v in metrics.items()}),
-                "validation_pr_auc": metrics["validation_pr_auc"],
-                "test_pr_auc": metrics["test_pr_auc"],
-                "test_roc_auc": metrics["test_roc_auc"],
+                # One number per metric, so each plots across materializations in the UI.
+                **{name: float(value) for name, value in metrics.items()},
             },
         )
 
@@ -416,7 +434,8 @@ def build_training_assets(settings: ProjectSettings) -> list:
             metadata={
                 "model_version": str(version.version),
                 "model_kind": best["kind"],
-                "metrics": MetadataValue.json({k: round(v, 4) for k, v in best["metrics"].items()}),
+                # One number per metric, so each plots across model versions in the UI.
+                **{name: float(value) for name, value in best["metrics"].items()},
                 "gates_passed": gates["passed"],
                 "mlflow_model_version": MetadataValue.url(registry.version_url(version.version)),
                 "mlflow_run": MetadataValue.url(registry.run_url(best["run_id"])),

@@ -1,0 +1,140 @@
+"""Per-day truth in range runs: day slices, day versions, and what a range run records for each day."""
+
+import pandas as pd
+import pytest
+from dagster import (
+    AssetCheckKey,
+    AssetKey,
+    AssetRecordsFilter,
+    BackfillPolicy,
+    DagsterInstance,
+    DailyPartitionsDefinition,
+    Definitions,
+    MaterializeResult,
+    asset,
+    asset_check,
+    define_asset_job,
+)
+
+from fti_assets.partitions import (
+    DAY_VERSION,
+    WITHHELD,
+    DayCheck,
+    DaySlices,
+    day_check_events,
+    install_partition_data_versions,
+    report_days,
+)
+from fti_assets.versioning import frame_version
+
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+
+
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "day": ["2026-01-01", "2026-01-01", "2026-01-02", "2026-01-04", "2026-01-04", "2026-01-04"],
+            "customer_id": ["a", "b", "a", "a", "c", "d"],
+            "amount": [1.0, 2.5, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
+
+
+def test_day_slices_give_each_days_rows_and_the_version_of_that_day_alone():
+    rows = frame()
+    slices = DaySlices.of(rows, "day")
+    assert [slices.count(d) for d in DAYS] == [2, 1, 0, 3]
+    pd.testing.assert_frame_equal(slices.rows("2026-01-04"), rows.iloc[3:].reset_index(drop=True))
+    assert slices.rows("2026-01-03").empty and list(slices.rows("2026-01-03").columns) == list(rows.columns)
+    versions = slices.versions(DAYS)
+    for day in DAYS:
+        # What a run of that one day computes for its rows.
+        assert versions[day] == frame_version(slices.rows(day))
+    assert len(set(versions.values())) == 4
+    without_amount = slices.versions(DAYS, exclude=("amount",))
+    assert without_amount["2026-01-01"] == frame_version(rows.iloc[:2].drop(columns="amount"))
+
+
+def test_day_slices_refuse_an_unsorted_frame_and_take_an_empty_one():
+    with pytest.raises(ValueError, match="sorted by day"):
+        DaySlices.of(frame().iloc[::-1], "day")
+    empty = DaySlices.of(frame().iloc[:0], "day")
+    assert empty.count("2026-01-01") == 0 and empty.versions(["2026-01-01"])["2026-01-01"] == frame_version(
+        frame().iloc[:0]
+    )
+
+
+def _definitions():
+    install_partition_data_versions()
+    partitions = DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-01-05")
+
+    @asset(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), code_version="1")
+    def daily(context):
+        slices = DaySlices.of(frame(), "day")
+        versions = slices.versions(context.partition_keys)
+        report_days(
+            context,
+            {
+                day: {"dagster/row_count": slices.count(day), DAY_VERSION: versions[day]}
+                if day != "2026-01-02"
+                else {WITHHELD: "not ready"}
+                for day in context.partition_keys
+            },
+        )
+        return MaterializeResult(metadata={"run_days": f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"})
+
+    @asset_check(asset=daily, partitions_def=partitions, blocking=True)
+    def has_rows(context):
+        slices = DaySlices.of(frame(), "day")
+        verdicts = {day: DayCheck(passed=slices.count(day) > 0, metadata={"rows": slices.count(day)}) for day in DAYS}
+        yield from day_check_events(context, context.check_specs[0].key, verdicts, blocking=True)
+
+    @asset(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), deps=[daily])
+    def downstream():
+        return None
+
+    return Definitions(
+        assets=[daily, downstream], asset_checks=[has_rows], jobs=[define_asset_job("both", [daily, downstream])]
+    )
+
+
+def test_a_range_run_records_each_days_rows_version_and_check_and_publishes_no_withheld_day():
+    defs = _definitions()
+    instance = DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("both").execute_in_process(
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]},
+        raise_on_error=False,
+    )
+    published = {
+        e.materialization.partition: e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key == AssetKey("daily")
+    }
+    assert sorted(published) == ["2026-01-01", "2026-01-03", "2026-01-04"]  # 2026-01-02 withheld
+    slices = DaySlices.of(frame(), "day")
+    for day, materialization in published.items():
+        assert materialization.tags["dagster/data_version"] == frame_version(slices.rows(day))
+        assert materialization.metadata["dagster/row_count"].value == slices.count(day)
+        assert materialization.metadata["run_days"].value == f"{DAYS[0]} .. {DAYS[-1]}"
+    evaluations = {e.partition: e for e in result.get_asset_check_evaluations()}
+    assert {d: e.passed for d, e in evaluations.items()} == {d: d != "2026-01-03" for d in DAYS}
+    assert evaluations["2026-01-01"].target_materialization_data.run_id == result.run_id
+    assert evaluations["2026-01-02"].target_materialization_data is None  # never published
+    # A failed blocking day fails the check step after every day is reported: downstream does not start.
+    assert not result.success
+    assert not instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("downstream")), limit=1).records
+    check_key = AssetCheckKey(AssetKey("daily"), "has_rows")
+    assert len(instance.event_log_storage.get_asset_check_execution_history(check_key, limit=10)) == 4
+
+
+def test_a_one_day_run_gets_the_same_version_as_the_range_run():
+    defs = _definitions()
+    instance = DagsterInstance.ephemeral()
+    job = defs.resolve_job_def("both")
+    job.execute_in_process(instance=instance, partition_key="2026-01-04", raise_on_error=False)
+    record = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("daily"), asset_partitions=["2026-01-04"]), limit=1
+    ).records[0]
+    slices = DaySlices.of(frame(), "day")
+    assert record.asset_materialization.tags["dagster/data_version"] == frame_version(slices.rows("2026-01-04"))
