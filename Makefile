@@ -25,23 +25,24 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+$(DAGSTER_HOME)/dagster.yaml: configs/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp configs/dagster.yaml $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m fti_assets.demo $(ARGS)
 
+# The Dagster UI, plus the drift-report and MLflow servers its links open (all on loopback).
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h $(HOST) -p 3000 -w workspace.yaml
+	BIN=$(BIN) HOST=$(HOST) scripts/ui.sh data
 
 # The closed loop: drift -> held-back predictions -> one retrain -> gated promotion -> release.
 demo-drift: install
-	mkdir -p data/drift/dagster_home && cp dagster.yaml data/drift/dagster_home/
+	mkdir -p data/drift/dagster_home && cp configs/dagster.yaml data/drift/dagster_home/
 	$(DRIFT_ENV) $(BIN)/python -m fti_assets.demo_drift
 
 ui-drift: install
-	$(DRIFT_ENV) $(BIN)/dagster dev -h $(HOST) -p 3000 -w workspace.yaml
+	$(DRIFT_ENV) BIN=$(BIN) HOST=$(HOST) scripts/ui.sh data/drift
 
 # Online predictions: POST /predict, GET /health, /metrics, /docs (FTI_SERVICE_TOKEN for a bearer token).
 serve: install

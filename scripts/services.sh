@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the local servers the integration tests use, on loopback only: PostgreSQL (and Redis when asked).
+# Start the local servers the integration tests use, on loopback only: PostgreSQL (and Redis when asked),
+# and provide Debian's chromium for the browser tests (`browser`: a package, no server).
 # Installs them from Debian's packages when they are missing and this runs as root. Idempotent.
 set -euo pipefail
 
@@ -11,11 +12,16 @@ wait_for() {  # port name
   return 1
 }
 
+apt_install() {  # package...; refreshes the package lists once when they are stale or absent
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
+}
+
 start_postgres() {
   listening 5432 && return 0
   if ! command -v pg_ctlcluster >/dev/null; then
     [ "$(id -u)" = 0 ] || { echo "services: PostgreSQL missing; install the 'postgresql' package" >&2; return 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+    apt_install postgresql
     version=$(ls /etc/postgresql | sort -V | tail -1)
     # Tests connect as postgres from loopback without a password, like the CI machine's server.
     sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/' "/etc/postgresql/$version/main/pg_hba.conf"
@@ -31,10 +37,16 @@ start_redis() {
   listening 6379 && return 0
   if ! command -v redis-server >/dev/null; then
     [ "$(id -u)" = 0 ] || { echo "services: Redis missing; install the 'redis-server' package" >&2; return 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
+    apt_install redis-server
   fi
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
   wait_for 6379 Redis
+}
+
+start_browser() {
+  [ -x /usr/bin/chromium ] && return 0
+  [ "$(id -u)" = 0 ] || { echo "services: chromium missing; install Debian's 'chromium' package" >&2; return 1; }
+  apt_install chromium
 }
 
 for service in "${@:-postgres}"; do
