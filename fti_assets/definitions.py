@@ -21,9 +21,12 @@ from dagster import (
     with_source_code_references,
 )
 
+from fti_assets.quiet import silence_known_warnings
+
 # Backfill policies, pools and dagster-mlflow are chosen deliberately; their beta notices are noise here.
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
+silence_known_warnings()
 
 from dagster_mlflow import end_mlflow_on_run_finished
 

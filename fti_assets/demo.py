@@ -8,7 +8,6 @@ whole date range (single-run backfill policy), not one run per day.
 import argparse
 import sys
 import time
-import warnings
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -157,8 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="simulate the source database again")
     args = parser.parse_args(argv)
     # Libraries' notices about their own internals would bury the progress lines.
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     settings = load_settings(args.config)
     with DagsterInstance.get() as instance:
         seen = run_demo(settings, instance, fresh=args.fresh)

@@ -10,7 +10,6 @@ in process unless the instance already has a run with its run key: what the sens
 
 import argparse
 import sys
-import warnings
 from datetime import timedelta
 
 from dagster import DagsterInstance, RunsFilter, build_sensor_context
@@ -108,8 +107,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(DRIFT_CONFIG))
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
     settings = load_settings(args.config)
     with DagsterInstance.get() as instance:
         events = run_drift_demo(settings, instance)

@@ -13,4 +13,6 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 "$bin/mlflow" ui --host "$host" --port "${FTI_MLFLOW_UI_PORT:-5000}" \
   --backend-store-uri "sqlite:///$(cd "$data" && pwd)/mlflow/mlflow.db" >"$data/mlflow-ui.log" 2>&1 &
 echo "drift reports: http://$host:${FTI_REPORTS_PORT:-3001}/  MLflow: http://$host:${FTI_MLFLOW_UI_PORT:-5000}/"
-"$bin/dagster" dev -h "$host" -p "${FTI_UI_PORT:-3000}" -w workspace.yaml
+# `dagster dev` announces that it is superseded by `dg dev` (another package); the rest of its output stays.
+PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded" \
+  "$bin/dagster" dev -h "$host" -p "${FTI_UI_PORT:-3000}" -w workspace.yaml

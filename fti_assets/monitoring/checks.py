@@ -14,6 +14,7 @@ from fti_assets.monitoring.drift_gate import (
     HeldBack,
     drift_day_check,
     drift_settings,
+    in_training_period,
 )
 from fti_assets.monitoring.quality import WEEKS, quality_issues
 from fti_assets.partitions import DayCheck, daily_partitions, day_check_events
@@ -144,7 +145,8 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
         partitions_def=partitions,
         description=(
             "Drift of each day's score distribution against the champion's validation scores, with the "
-            "feature drift method and column threshold (a warning, not a gate)."
+            "feature drift method and column threshold (a warning, not a gate). Days inside the champion's "
+            "training period pass as its reference; days without predictions of the champion are skipped."
         ),
     )
     def prediction_drift(
@@ -156,7 +158,12 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
             reference = registry.validation_scores(champion)
             scored = predictions.read_days(context.partition_keys)
             scored = scored[scored["model_version"] == str(champion.version)]
+            # Scores of the days the champion learnt from, the look-back's warm-up included, are not drift.
+            last_training_day = DriftGate(settings, champion).reference().last_training_day
             for day, rows in scored.groupby("as_of_day"):
+                if day <= last_training_day:
+                    results[day] = in_training_period(str(champion.version))
+                    continue
                 result = evaluate_drift(reference, rows, ["score"], drift_settings(settings))
                 column = result.columns[0]
                 results[day] = DayCheck(

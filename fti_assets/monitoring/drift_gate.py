@@ -180,15 +180,20 @@ class DriftGate:
         return [DayVerdict(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
 
 
+def in_training_period(model_version: str) -> DayCheck:
+    """A day the champion learnt from is its reference, not drift from it."""
+    return DayCheck(
+        passed=True,
+        metadata={"champion_version": model_version},
+        description=f"in the training period of champion v{model_version}: its reference, not drift",
+    )
+
+
 def drift_day_check(settings: ProjectSettings, verdict: DayVerdict) -> DayCheck | None:
     """The drift check's result for one day; None when nothing was compared (no champion, no features)."""
     champion = {"champion_version": verdict.model_version or "none"}
     if verdict.status == IN_TRAINING_PERIOD:
-        return DayCheck(
-            passed=True,
-            metadata=champion,
-            description=f"in the training period of champion v{verdict.model_version}: its reference, not drift",
-        )
+        return in_training_period(verdict.model_version)
     if verdict.status not in (PASSED, DRIFTED):
         return None
     drift = verdict.drift

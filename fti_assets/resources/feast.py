@@ -9,6 +9,7 @@ from typing import Literal
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
+from fti_assets.quiet import silence_known_warnings
 from fti_assets.versioning import text_version
 
 
@@ -42,12 +43,15 @@ class FeastResource(ConfigurableResource):
             spec.loader.exec_module(module)
             if hasattr(module, "feature_objects"):
                 objects.extend(module.feature_objects(self.lake_root))
+        silence_known_warnings()  # the repo imports Feast, which resets the DeprecationWarning filter
         return objects
 
     def store(self):
         if self._store is None:
             from feast import FeatureStore
             from feast.repo_config import RepoConfig
+
+            silence_known_warnings()  # after Feast's import, which resets the DeprecationWarning filter
 
             if self.online_store == "redis":
                 if not self.redis_connection_string:
