@@ -27,8 +27,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +38,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from fti_assets_tests.processes import free_port, start, stop, wait_for_http  # noqa: E402
 
 TARGET_P99_MS = {1: 3.0, 100: 12.0}
 TARGET_RPS = 1000.0
@@ -72,12 +72,6 @@ def online_ids(data_dir: Path) -> list[str]:
     return [str(c) for c in pd.read_parquet(last, columns=["customer_id"])["customer_id"]]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def feast_repo(data_dir: Path, folder: Path) -> Path:
     """A feature_store.yaml for `feast serve` on the demo's registry and online store (what FeastResource
     builds in code, written as the CLI wants it)."""
@@ -102,21 +96,6 @@ def feast_repo(data_dir: Path, folder: Path) -> Path:
     return folder
 
 
-def start(command: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "w")  # noqa: SIM115 (the child writes it)
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def group_cpu_seconds(pgid: int) -> float | None:
     """CPU seconds (user + system) of every live process in a process group (a server and its workers), from
     /proc; None where there is no /proc. Less sensitive to other load on the machine than wall-clock latency."""
@@ -133,21 +112,6 @@ def group_cpu_seconds(pgid: int) -> float | None:
         if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ...
             total += int(fields[11]) + int(fields[12])
     return total / ticks
-
-
-def wait_ready(port: int, path: str, process: subprocess.Popen, log_path: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited ({process.returncode}); log:\n{log_path.read_text()[-3000:]}")
-        try:
-            status, _ = asyncio.run(one_request(port, "GET", path, b""))
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"server on port {port} not ready after {timeout} s; log:\n{log_path.read_text()[-3000:]}")
 
 
 # -------------------------------------------------------------------------------------------- client
@@ -323,8 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             feast_log,
         )
         processes.append(feast)
-        wait_ready(service_port, "/health", service, service_log)
-        wait_ready(feast_port, "/health", feast, feast_log)
+        wait_for_http(f"http://127.0.0.1:{service_port}/health", service, service_log)
+        wait_for_http(f"http://127.0.0.1:{feast_port}/health", feast, feast_log)
         print(
             f"service on :{service_port}, feast serve on :{feast_port}; {len(ids)} customers online; "
             f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})\n",

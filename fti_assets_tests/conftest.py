@@ -80,16 +80,21 @@ def postgres_url() -> str:
     return server_url("FTI_TEST_POSTGRES_URL", "PostgreSQL")
 
 
+def materialized(tmp_path_factory, name: str, settings_for, run) -> tuple:
+    """Settings in a fresh folder, a Dagster instance there, and ``run(settings, instance, out)`` done on it."""
+    data = tmp_path_factory.mktemp(name)
+    settings = settings_for(data)
+    instance = dagster_instance(data / "dagster_home")
+    lines: list[str] = []
+    return settings, instance, run(settings, instance, out=lines.append), lines
+
+
 @pytest.fixture(scope="session")
 def loop(tmp_path_factory):
     """The closed loop run once (make demo-drift at test size), for its scenario test and the browser test."""
     from fti_assets.definitions import build_definitions
     from fti_assets.demo_drift import run_drift_demo
 
-    data = tmp_path_factory.mktemp("loop")
-    settings = small_drift_settings(data)
-    instance = dagster_instance(data / "dagster_home")
-    lines: list[str] = []
-    events = run_drift_demo(settings, instance, out=lines.append)
+    settings, instance, events, lines = materialized(tmp_path_factory, "loop", small_drift_settings, run_drift_demo)
     yield settings, instance, events, lines, build_definitions(settings)
     instance.dispose()

@@ -13,18 +13,14 @@ from dagster import AssetKey
 
 from fti_assets.definitions import JOBS, build_definitions
 from fti_assets.demo import run_demo, summary
-from fti_assets_tests.conftest import DAYS, dagster_instance, small_settings
+from fti_assets_tests.conftest import DAYS, materialized, small_settings
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
-    data = tmp_path_factory.mktemp("e2e")
-    settings = small_settings(data)
-    instance = dagster_instance(data / "dagster_home")
-    lines: list[str] = []
-    seen = run_demo(settings, instance, out=lines.append)
+    settings, instance, seen, lines = materialized(tmp_path_factory, "e2e", small_settings, run_demo)
     yield settings, instance, seen, lines
     instance.dispose()
 

@@ -6,12 +6,8 @@ what the pages show is what `make demo-drift` then `make ui-drift` show. Bounded
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +19,7 @@ from playwright.sync_api import sync_playwright
 
 from fti_assets.monitoring.drift_gate import HeldBack
 from fti_assets.settings import PROJECT_ROOT
+from fti_assets_tests.processes import free_port, start, stop, wait_for_http
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -39,12 +36,6 @@ def chromium() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui(loop, tmp_path_factory):
     """`dagster dev` serving the loop's instance and settings on a free loopback port."""
@@ -53,41 +44,23 @@ def ui(loop, tmp_path_factory):
     config = tmp_path_factory.mktemp("ui") / "settings.yaml"
     config.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     port = free_port()
-    log = open(config.parent / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
+    log = config.parent / "dagster-dev.log"
     env = {**os.environ, "DAGSTER_HOME": instance.root_directory, "FTI_CONFIG": str(config)}
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    dagster = str(Path(sys.executable).parent / "dagster")
+    server = start([dagster, "dev", "-h", "127.0.0.1", "-p", str(port)], env, log, cwd=PROJECT_ROOT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/server_info", timeout=5):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                os.killpg(server.pid, signal.SIGTERM)
-                pytest.fail(
-                    f"dagster dev did not serve {base}: {(config.parent / 'dagster-dev.log').read_text()[-3000:]}"
-                )
-            time.sleep(1)
+    try:
+        wait_for_http(f"{base}/server_info", server, log, timeout=STARTUP_SECONDS)
+    except RuntimeError as error:
+        stop(server)
+        pytest.fail(f"dagster dev did not serve {base}: {error}")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1200})
         page.set_default_timeout(60_000)
         yield base, page, loop
         browser.close()
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-    log.close()
+    stop(server)
 
 
 def open_page(page, url: str) -> None:
