@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python bench/drift.py --rows 1000000 --columns 10
 	$(BIN)/python bench/online_materialize.py --entities 200000 $(if $(FTI_TEST_REDIS_URL),--redis $(FTI_TEST_REDIS_URL))
 	$(BIN)/python bench/serving.py $(ARGS)
+	$(BIN)/python bench/backfill_shape.py
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db
