@@ -96,6 +96,7 @@ def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool =
     first_day, last_day = settings.start_date.isoformat(), last.isoformat()
     seen: dict[str, dict] = {}
     stage_seconds: dict[str, float] = {}
+    stage_rows: dict[str, int] = {}
     for job_name, selection in JOBS.items():
         stage_started = time.perf_counter()
         assets = sorted(key.to_user_string() for key in selection.resolve(defs.resolve_asset_graph()))
@@ -113,9 +114,10 @@ def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool =
                 out(f"[{job_name}] {len(held)} days held back by the drift gate: {held[0]} .. {held[-1]}")
         seconds = time.perf_counter() - stage_started
         stage_seconds[job_name] = round(seconds, 1)
-        rows = sum(m.get("dagster/row_count", 0) for m in produced.values())
+        rows = stage_rows[job_name] = sum(m.get("dagster/row_count", 0) for m in produced.values())
         out(f"[{job_name}] done in {stage_seconds[job_name]} s (1 run): {rows:,} rows, {rows / seconds:,.0f} rows/s")
     seen["_stage_seconds"] = stage_seconds
+    seen["_stage_rows"] = stage_rows
     seen["_total_seconds"] = round(time.perf_counter() - started, 1)
     return seen
 

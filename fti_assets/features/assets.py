@@ -141,6 +141,7 @@ def build_feature_assets(settings: ProjectSettings) -> list:
         return MaterializeResult(
             metadata={
                 "as_of_day": written[-1].isoformat(),
+                "dagster/row_count": len(latest),
                 "entities": len(latest),
                 "write_seconds": round(seconds, 2),
                 "feature_views": MetadataValue.json(views),

@@ -156,7 +156,7 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
         results = {}
         if champion is not None:
             reference = registry.validation_scores(champion)
-            scored = predictions.read_days(context.partition_keys)
+            scored = predictions.read_days(context.partition_keys, ["as_of_day", "score", "model_version"])
             scored = scored[scored["model_version"] == str(champion.version)]
             # Scores of the days the champion learnt from, the look-back's warm-up included, are not drift.
             last_training_day = DriftGate(settings, champion).reference().last_training_day

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
@@ -62,17 +63,34 @@ class PredictionStoreResource(ConfigurableResource):
     def replace_days(self, frame: pd.DataFrame, days: list[str]) -> int:
         """Delete the given days and insert ``frame`` in one transaction: a re-run replaces, never appends."""
         table = self._table()
-        rows = frame[PREDICTION_COLUMNS].to_dict(orient="records")
+        rows = frame[PREDICTION_COLUMNS]
         with self.engine().begin() as conn:
             conn.execute(table.delete().where(table.c.as_of_day.in_(days)))
-            if rows:
-                conn.execute(table.insert(), rows)
+            if len(rows) and conn.dialect.name == "sqlite":
+                # The DB-API's executemany over plain tuples, each value bound as SQLAlchemy binds it: the
+                # same stored values, 3-4x faster than Core's executemany over one dict per row.
+                columns = [_bound_values(table.c[name], rows[name], conn.dialect) for name in PREDICTION_COLUMNS]
+                conn.exec_driver_sql(
+                    str(table.insert().compile(dialect=conn.dialect)), list(zip(*columns, strict=True))
+                )
+            elif len(rows):
+                conn.execute(table.insert(), rows.to_dict(orient="records"))
         return len(rows)
 
-    def read_days(self, days: list[str]) -> pd.DataFrame:
+    def read_days(self, days: list[str], columns: list[str] | None = None) -> pd.DataFrame:
         from sqlalchemy import select
 
         table = self._table()
-        query = select(table).where(table.c.as_of_day.in_(days)).order_by(table.c.as_of_day, table.c.customer_id)
+        selected = [table.c[name] for name in columns] if columns else [table]
+        query = select(*selected).where(table.c.as_of_day.in_(days)).order_by(table.c.as_of_day, table.c.customer_id)
         with self.engine().connect() as conn:
             return pd.read_sql(query, conn)
+
+
+def _bound_values(column, values: pd.Series, dialect) -> list:
+    """Python values of a column as the dialect stores them, converted once per distinct value."""
+    bind = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if bind is None:
+        return values.tolist()
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    return np.asarray([bind(v) for v in uniques.tolist()], dtype=object)[codes].tolist()
