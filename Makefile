@@ -59,6 +59,7 @@ bench: install
 	$(BIN)/python bench/online_materialize.py --entities 200000 $(if $(FTI_TEST_REDIS_URL),--redis $(FTI_TEST_REDIS_URL))
 	$(BIN)/python bench/serving.py $(ARGS)
 	$(BIN)/python bench/backfill_shape.py
+	$(BIN)/python bench/pipeline_scale.py --scales 1 4
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db

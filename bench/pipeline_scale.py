@@ -81,7 +81,14 @@ def one_scale(customers: int, days: int) -> dict:
             end_date=(first + timedelta(days=days - 1)).isoformat(),
         )
         instance = dagster_instance(Path(tmp, "dagster_home"))
-        seen = run_demo(settings, instance, fresh=True, out=lambda line: print(f"    {line}", flush=True))
+        stage_peaks: dict[str, float] = {}
+
+        def progress(line: str) -> None:
+            print(f"    {line}", flush=True)
+            if " done in " in line:  # the process's high-water mark as each stage ends
+                stage_peaks[line.split("]")[0].lstrip("[")] = peak_rss_gb()
+
+        seen = run_demo(settings, instance, fresh=True, out=progress)
         instance.dispose()
         floor_seconds, floor_rows = duckdb_floor(
             settings.path("lake"), Path(tmp, "floor.parquet"), settings.active_window_days
@@ -94,8 +101,13 @@ def one_scale(customers: int, days: int) -> dict:
         "floor_seconds": floor_seconds,
         "floor_rows": floor_rows,
         "feature_rows": seen["customer_features"]["dagster/row_count"],
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+        "peak_rss_gb": peak_rss_gb(),
+        "stage_peak_rss_gb": stage_peaks,
     }
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def report(results: list[dict]) -> str:
@@ -106,11 +118,12 @@ def report(results: list[dict]) -> str:
             f"feature rows {r['feature_rows']:,}, DuckDB alone {r['floor_seconds']:.1f} s for {r['floor_rows']:,} "
             f"rows: features stage {r['stage_seconds'][FEATURES_STAGE] / r['floor_seconds']:.1f}x the floor"
         )
-        lines.append("| stage | seconds | rows | rows/s |")
-        lines.append("|---|---|---|---|")
+        lines.append("| stage | seconds | rows | rows/s | peak RSS after it, GB |")
+        lines.append("|---|---|---|---|---|")
         for stage, seconds in r["stage_seconds"].items():
             rows = r["stage_rows"][stage]
-            lines.append(f"| {stage} | {seconds:.1f} | {rows:,} | {rows / max(seconds, 1e-9):,.0f} |")
+            peak = r["stage_peak_rss_gb"][stage]
+            lines.append(f"| {stage} | {seconds:.1f} | {rows:,} | {rows / max(seconds, 1e-9):,.0f} | {peak:.2f} |")
     for a, b in zip(results, results[1:], strict=False):
         lines.append(f"\ngrowth {a['customers']:,} -> {b['customers']:,} customers (exponent: 1.0 is linear)")
         lines.append("| stage | time ratio | rows ratio | exponent |")

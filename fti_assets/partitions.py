@@ -8,11 +8,13 @@ without a run per day.
 
 Dagster gives every partition of a range run's output the same data version (dagster#18123, #18649,
 open upstream). ``install_partition_data_versions`` closes that gap narrowly: a materialization event
-of one partition takes its data version from that partition's ``DAY_VERSION`` metadata entry.
+of one partition takes its data version from that partition's ``DAY_VERSION`` metadata entry, and a day
+marked ``WITHHELD`` (computed, but not to be published) gets no materialization at all.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -62,6 +64,33 @@ def run_days(context) -> tuple[date, date]:
     """[first, end) of the partitions this run materializes (one day, or a backfill's whole range)."""
     window = context.partition_time_window
     return window.start.date(), window.end.date()
+
+
+def chunks(day_keys: list[str], size: int) -> list[list[str]]:
+    """Consecutive runs of at most ``size`` of the (sorted) days: what a range run computes at a time."""
+    return [day_keys[i : i + size] for i in range(0, len(day_keys), size)]
+
+
+def chunk_bounds(chunk: list[str]) -> tuple[date, date]:
+    """[first, end) covering a chunk of days."""
+    return date.fromisoformat(chunk[0]), date.fromisoformat(chunk[-1]) + timedelta(days=1)
+
+
+class Progress:
+    """One log line per chunk of a long range run: days done, rows, rows per second."""
+
+    def __init__(self, context, total_days: int) -> None:
+        self.context, self.total_days = context, total_days
+        self.days = self.rows = 0
+        self.started = time.perf_counter()
+
+    def add(self, days: int, rows: int) -> None:
+        self.days, self.rows = self.days + days, self.rows + rows
+        seconds = time.perf_counter() - self.started
+        self.context.log.info(
+            f"{self.days}/{self.total_days} days, {self.rows:,} rows in {seconds:.1f} s "
+            f"({self.rows / max(seconds, 1e-9):,.0f} rows/s)"
+        )
 
 
 def install_partition_data_versions() -> None:

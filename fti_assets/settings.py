@@ -157,6 +157,11 @@ class ProjectSettings(_Strict):
         ge=1,
         description="A customer is in the population on D after a purchase in the last N days.",
     )
+    range_chunk_days: int = Field(
+        default=30,
+        ge=1,
+        description="Days a range run computes and writes at a time: bounds its memory; a progress line each.",
+    )
     split: SplitSettings = SplitSettings()
     feature_service: str = "customer_churn_v1"
     model_name: str = "customer_churn"

@@ -17,7 +17,16 @@ from dagster import (
 
 from fti_assets.features.transform import FEATURE_COLUMNS, compute_customer_features, lookback_start
 from fti_assets.metadata import column_schema, preview
-from fti_assets.partitions import DAY_VERSION, DaySlices, daily_partitions, report_days, run_days
+from fti_assets.partitions import (
+    DAY_VERSION,
+    DaySlices,
+    Progress,
+    chunk_bounds,
+    chunks,
+    daily_partitions,
+    report_days,
+    run_days,
+)
 from fti_assets.resources.feast import FeastResource, repo_version
 from fti_assets.resources.lake import LakeResource
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings
@@ -77,34 +86,39 @@ def build_feature_assets(settings: ProjectSettings) -> list:
     )
     def customer_features(context: AssetExecutionContext, lake: LakeResource):
         first, end = run_days(context)
-        transactions = lake.read_days("raw_transactions", lookback_start(first, settings.active_window_days), end)
-        if transactions.empty:
-            transactions = pd.DataFrame({"customer_id": [], "day": [], "amount": []})
         customers = pd.read_parquet(lake.table_path("raw_customers"))
-        features = compute_customer_features(
-            transactions, customers, first, end, settings.active_window_days, settings.source.timezone
-        )
-        feature_days = DaySlices.of(features, "as_of_day")
-        day_keys = context.partition_keys
-        for key in day_keys:
-            lake.write_day(FEATURE_TABLE, date.fromisoformat(key), feature_days.rows(key))
-        context.log.info(f"{len(features)} feature rows for {len(feature_days.bounds)} days ({first} .. {end})")
-        # Each day's own figures, from one grouping of the run's rows.
-        means = features.groupby("as_of_day")[FEATURE_COLUMNS].mean().round(4)
-        versions = feature_days.versions(day_keys)
-        report_days(
-            context,
-            {
-                key: {
-                    "dagster/row_count": feature_days.count(key),
-                    **({f"mean_{c}": float(v) for c, v in means.loc[key].items()} if key in means.index else {}),
-                    "preview": preview(feature_days.rows(key)),
-                    "file": MetadataValue.path(str(lake.day_path(FEATURE_TABLE, date.fromisoformat(key)))),
-                    DAY_VERSION: versions[key],
-                }
-                for key in day_keys
-            },
-        )
+        progress = Progress(context, len(context.partition_keys))
+        # A chunk of days at a time: memory follows the chunk, not the range.
+        for chunk in chunks(context.partition_keys, settings.range_chunk_days):
+            chunk_first, chunk_end = chunk_bounds(chunk)
+            transactions = lake.read_days(
+                "raw_transactions", lookback_start(chunk_first, settings.active_window_days), chunk_end
+            )
+            if transactions.empty:
+                transactions = pd.DataFrame({"customer_id": [], "day": [], "amount": []})
+            features = compute_customer_features(
+                transactions, customers, chunk_first, chunk_end, settings.active_window_days, settings.source.timezone
+            )
+            feature_days = DaySlices.of(features, "as_of_day")
+            for key in chunk:
+                lake.write_day(FEATURE_TABLE, date.fromisoformat(key), feature_days.rows(key))
+            # Each day's own figures, from one grouping of the chunk's rows.
+            means = features.groupby("as_of_day")[FEATURE_COLUMNS].mean().round(4)
+            versions = feature_days.versions(chunk)
+            report_days(
+                context,
+                {
+                    key: {
+                        "dagster/row_count": feature_days.count(key),
+                        **({f"mean_{c}": float(v) for c, v in means.loc[key].items()} if key in means.index else {}),
+                        "preview": preview(feature_days.rows(key)),
+                        "file": MetadataValue.path(str(lake.day_path(FEATURE_TABLE, date.fromisoformat(key)))),
+                        DAY_VERSION: versions[key],
+                    }
+                    for key in chunk
+                },
+            )
+            progress.add(len(chunk), len(features))
         return MaterializeResult(
             metadata={"dagster/column_schema": column_schema(features), "run_days": f"{first} .. {end}"}
         )

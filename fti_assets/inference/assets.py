@@ -37,6 +37,9 @@ from fti_assets.partitions import (
     DAY_VERSION,
     WITHHELD,
     DaySlices,
+    Progress,
+    chunk_bounds,
+    chunks,
     daily_freshness,
     daily_partitions,
     day_check_evaluations,
@@ -140,62 +143,68 @@ def build_inference_assets(settings: ProjectSettings) -> list:
                 f"model version {champion.version} was trained on feature schema "
                 f"{champion.tags['feature_schema_hash']}, but {feature_service} now has {served_schema}"
             )
-        entities = entities_of_days(feast, feature_service, first, end)
-        entities = entities[entities["as_of_day"].isin(scored_days)]
         store = feast.store()
-        features = store.get_historical_features(
-            entity_df=entities, features=store.get_feature_service(feature_service)
-        ).to_df()
-        features = features.sort_values(["as_of_day", "customer_id"]).reset_index(drop=True)
+        service = store.get_feature_service(feature_service)
         model = registry.load_model(champion.version)
+        inputs_of_model = model.metadata.get_input_schema().input_names()
         threshold = float(champion.tags.get("threshold", 0.5))
-        # The model's signature names its inputs; all are float64 (Feast returns ints with gaps as floats).
-        inputs = features[model.metadata.get_input_schema().input_names()].astype("float64")
-        scores = np.asarray(model.predict(inputs), dtype="float64") if len(inputs) else np.array([])
-        scored = pd.DataFrame(
-            {
-                "customer_id": features["customer_id"].astype(str),
-                "as_of_day": features["as_of_day"].astype(str),
-                "event_timestamp": pd.to_datetime(features["event_timestamp"], utc=True),
-                "score": scores.round(6),
-                "predicted_label": (scores >= threshold).astype(int),
-                "model_version": str(champion.version),
-                "feature_service": feature_service,
-                "run_id": context.run.run_id,
-            }
-        )
-        written = predictions.replace_days(scored, scored_days)
         released = sorted(set(held_back.days()) & set(scored_days))
-        for day in scored_days:
-            held_back.release(day)
-        context.log.info(f"{written} predictions for {len(scored_days)} days with model v{champion.version}")
-        # Each day's own figures and version; the version is the content, not the run.
-        score_days = DaySlices.of(scored, "as_of_day")
-        by_day = scored.groupby("as_of_day").agg(mean_score=("score", "mean"), churn_rate=("predicted_label", "mean"))
-        versions = score_days.versions(day_keys, exclude=("run_id",))
-        report_days(
-            context,
-            {
-                key: {
-                    "dagster/row_count": score_days.count(key),
-                    **(
-                        {
-                            "mean_score": round(float(by_day.at[key, "mean_score"]), 6),
-                            "predicted_churn_rate": round(float(by_day.at[key, "churn_rate"]), 6),
-                        }
-                        if key in by_day.index
-                        else {}
-                    ),
-                    DAY_VERSION: versions[key],
+        progress = Progress(context, len(scored_days))
+        schema = None
+        # A chunk of days at a time: memory follows the chunk, not the range.
+        for chunk in chunks(scored_days, settings.range_chunk_days):
+            entities = entities_of_days(feast, feature_service, *chunk_bounds(chunk))
+            entities = entities[entities["as_of_day"].isin(chunk)]
+            features = store.get_historical_features(entity_df=entities, features=service).to_df()
+            features = features.sort_values(["as_of_day", "customer_id"]).reset_index(drop=True)
+            # The model's signature names its inputs; all are float64 (Feast returns ints with gaps as floats).
+            inputs = features[inputs_of_model].astype("float64")
+            scores = np.asarray(model.predict(inputs), dtype="float64") if len(inputs) else np.array([])
+            scored = pd.DataFrame(
+                {
+                    "customer_id": features["customer_id"].astype(str),
+                    "as_of_day": features["as_of_day"].astype(str),
+                    "event_timestamp": pd.to_datetime(features["event_timestamp"], utc=True),
+                    "score": scores.round(6),
+                    "predicted_label": (scores >= threshold).astype(int),
+                    "model_version": str(champion.version),
+                    "feature_service": feature_service,
+                    "run_id": context.run.run_id,
                 }
-                for key in scored_days
-            },
-        )
+            )
+            predictions.replace_days(scored, chunk)
+            for day in chunk:
+                held_back.release(day)
+            # Each day's own figures and version; the version is the content, not the run.
+            score_days = DaySlices.of(scored, "as_of_day")
+            by_day = scored.groupby("as_of_day").agg(mean_score=("score", "mean"), rate=("predicted_label", "mean"))
+            versions = score_days.versions(chunk, exclude=("run_id",))
+            report_days(
+                context,
+                {
+                    key: {
+                        "dagster/row_count": score_days.count(key),
+                        **(
+                            {
+                                "mean_score": round(float(by_day.at[key, "mean_score"]), 6),
+                                "predicted_churn_rate": round(float(by_day.at[key, "rate"]), 6),
+                            }
+                            if key in by_day.index
+                            else {}
+                        ),
+                        DAY_VERSION: versions[key],
+                    }
+                    for key in chunk
+                },
+            )
+            schema = column_schema(scored)
+            progress.add(len(chunk), len(scored))
+        context.log.info(f"{progress.rows} predictions for {len(scored_days)} days with model v{champion.version}")
         # A held day is not published: its partition keeps what it had, with the observation saying why.
         report_days(context, {v.day: {WITHHELD: v.describe()} for v in held})
         yield MaterializeResult(
             metadata={
-                "dagster/column_schema": column_schema(scored),
+                **({"dagster/column_schema": schema} if schema else {}),
                 "run_days": f"{first} .. {end}",
                 "model_version": str(champion.version),
                 "feature_service": feature_service,
