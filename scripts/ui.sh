@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make ui`: the Dagster UI on loopback, with the two servers its links open: the drift reports over HTTP
-# (FTI_REPORTS_PORT, 3001) and the MLflow UI (5000). Both stop with the UI.
+# (FTI_REPORTS_PORT, 3001) and the MLflow UI (5000). Ctrl-C stops the UI, and the other two with it.
 # Usage: scripts/ui.sh DATA_DIR   (the settings' data_dir: data, data/drift, ...)
 set -euo pipefail
 data=${1:-data}
@@ -13,6 +13,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 "$bin/mlflow" ui --host "$host" --port "${FTI_MLFLOW_UI_PORT:-5000}" \
   --backend-store-uri "sqlite:///$(cd "$data" && pwd)/mlflow/mlflow.db" >"$data/mlflow-ui.log" 2>&1 &
 echo "drift reports: http://$host:${FTI_REPORTS_PORT:-3001}/  MLflow: http://$host:${FTI_MLFLOW_UI_PORT:-5000}/"
-# `dagster dev` announces that it is superseded by `dg dev` (another package); the rest of its output stays.
+# In the foreground, so Ctrl-C reaches it. It announces that it is superseded by `dg dev` (another
+# package); that line is filtered, the rest of its output stays.
 PYTHONWARNINGS="ignore:Function \`dev_command\` is superseded" \
   "$bin/dagster" dev -h "$host" -p "${FTI_UI_PORT:-3000}" -w workspace.yaml
