@@ -27,7 +27,7 @@ from pydantic import Field
 from fti_assets import tags as run_tags
 from fti_assets.features.transform import lookback_start
 from fti_assets.metadata import column_schema, table_metadata
-from fti_assets.partitions import DAY_VERSION, DaySlices, daily_partitions, report_days, run_days
+from fti_assets.partitions import DAY_VERSION, DaySlices, Progress, chunks, daily_partitions, report_days, run_days
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource, days, write_parquet_atomic
 from fti_assets.resources.mlflow import VALIDATION_SCORES, ModelRegistryResource
@@ -185,10 +185,20 @@ def build_training_assets(settings: ProjectSettings) -> list:
         store = feast.store()
         service = store.get_feature_service(settings.feature_service)
         entity_df = labels[["customer_id", "event_timestamp", "as_of_day", "churned"]]
-        joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+        label_days = DaySlices.of(entity_df, "as_of_day")
+        progress = Progress(context, len(label_days.bounds))
+        parts = []
+        # A chunk of days at a time: each row's point-in-time join is its own, so the result is the same,
+        # and the join's working memory follows the chunk.
+        for chunk in chunks(sorted(label_days.bounds), settings.range_chunk_days):
+            start, end = label_days.bounds[chunk[0]][0], label_days.bounds[chunk[-1]][1]
+            part = store.get_historical_features(entity_df=entity_df.iloc[start:end], features=service).to_df()
+            # Feast keeps no row order: sort, so the same inputs give the same bytes and the same version.
+            parts.append(part.sort_values(["as_of_day", "customer_id"]))
+            progress.add(len(chunk), len(part))
+        joined = pd.concat(parts, ignore_index=True)
+        del parts
         feature_columns = feast.feature_columns(settings.feature_service)
-        # Feast keeps no row order: sort, so the same inputs give the same bytes and the same version.
-        joined = joined.sort_values(["as_of_day", "customer_id"]).reset_index(drop=True)
         joined["customer_id"] = joined["customer_id"].astype("string")
         periods = split_by_time(joined["as_of_day"].tolist(), settings.split.validation_days, settings.split.test_days)
         joined["split"] = assign_split(joined["as_of_day"], periods)
