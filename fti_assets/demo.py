@@ -126,7 +126,6 @@ def summary(settings: ProjectSettings, seen: dict) -> str:
     raw, features, labels = seen["raw_transactions"], seen["customer_features"], seen["churn_labels"]
     dataset, candidate, champion = seen["training_dataset"], seen["candidate_model"], seen["champion_model"]
     predictions = seen["churn_predictions"]
-    metrics = candidate
     lines = [
         "",
         "fti-assets demo: the whole FTI graph, materialized",
@@ -140,8 +139,8 @@ def summary(settings: ProjectSettings, seen: dict) -> str:
         f"splits {dataset['rows_per_split']}",
         f"  candidate model    v{candidate['model_version']} ({candidate['model_kind']}), validation PR-AUC by "
         f"kind {candidate['compared']}",
-        f"                     test: PR-AUC {metrics['test_pr_auc']:.3f}, ROC-AUC {metrics['test_roc_auc']:.3f}, "
-        f"Brier {metrics['test_brier']:.3f}, positive rate {metrics['test_positive_rate']:.3f}",
+        f"                     test: PR-AUC {candidate['test_pr_auc']:.3f}, ROC-AUC {candidate['test_roc_auc']:.3f}, "
+        f"Brier {candidate['test_brier']:.3f}, positive rate {candidate['test_positive_rate']:.3f}",
         f"  champion           v{champion['champion_version']} ({champion['reason']})",
         f"  predictions        {predictions['dagster/row_count']:,} rows in {predictions['table']}"
         + (f"; {len(seen['_held_back_days'])} days held back by the drift gate" if seen["_held_back_days"] else ""),
@@ -157,7 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="settings YAML (default: FTI_CONFIG or configs/simulated.yaml)")
     parser.add_argument("--fresh", action="store_true", help="simulate the source database again")
     args = parser.parse_args(argv)
-    # Libraries' notices about their own internals would bury the progress lines.
     settings = load_settings(args.config)
     with DagsterInstance.get() as instance:
         seen = run_demo(settings, instance, fresh=args.fresh)

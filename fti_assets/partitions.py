@@ -1,7 +1,7 @@
 """Daily partitions, and per-day truth for runs that cover many days.
 
 A range run (single-run backfill policy) computes all of its days in one vectorised pass, then reports
-each day as if it had run alone: the day's own metadata (``report_days``), its own data version (the
+each day as if it had run alone: the day's own metadata (``DaySlices.report``), its own data version (the
 hash of that day's rows, equal to what a one-day run of the same day gives) and its own check results
 (``day_check_events``). So the UI's partition pages, plots by partition and staleness tell the truth
 without a run per day.
@@ -37,6 +37,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from fti_assets.metadata import preview
 from fti_assets.settings import ProjectSettings
 from fti_assets.versioning import digest_version, row_hashes
 
@@ -138,9 +139,9 @@ class DaySlices:
         ends = [*starts[1:], len(values)] if len(values) else []
         return cls(frame, {str(k): (int(s), int(e)) for k, s, e in zip(keys, starts, ends, strict=True)})
 
-    def rows(self, day: str) -> pd.DataFrame:
+    def rows(self, day: str, limit: int | None = None) -> pd.DataFrame:
         start, end = self.bounds.get(day, (0, 0))
-        return self.frame.iloc[start:end].reset_index(drop=True)
+        return self.frame.iloc[start : end if limit is None else min(end, start + limit)].reset_index(drop=True)
 
     def count(self, day: str) -> int:
         start, end = self.bounds.get(day, (0, 0))
@@ -152,11 +153,26 @@ class DaySlices:
         hashes = row_hashes(content)
         return {day: digest_version(content, hashes[slice(*self.bounds.get(day, (0, 0)))]) for day in days}
 
+    def report(
+        self, context, days: list[str], figures: Mapping[str, Mapping] | None = None, exclude: tuple[str, ...] = ()
+    ) -> None:
+        """Each day's event gets that day's row count, preview and data version (of its rows less ``exclude``),
+        plus the asset's own ``figures`` of the day."""
+        versions = self.versions(days, exclude)
+        for day in days:
+            metadata = {
+                "dagster/row_count": self.count(day),
+                "preview": preview(self.rows(day, limit=5)),
+                **(figures or {}).get(day, {}),
+                DAY_VERSION: versions[day],
+            }
+            context.add_asset_metadata(metadata, partition_key=day)
 
-def report_days(context, metadata_by_day: Mapping[str, Mapping]) -> None:
-    """Attach each day's own metadata (and data version, under ``DAY_VERSION``) to that day's event."""
-    for day, metadata in metadata_by_day.items():
-        context.add_asset_metadata(dict(metadata), partition_key=day)
+
+def withhold_days(context, reasons: Mapping[str, str]) -> None:
+    """Days computed but not to be published: no materialization; the asset says why in an observation."""
+    for day, reason in reasons.items():
+        context.add_asset_metadata({WITHHELD: reason}, partition_key=day)
 
 
 @dataclass(frozen=True)

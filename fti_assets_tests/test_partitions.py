@@ -17,13 +17,11 @@ from dagster import (
 )
 
 from fti_assets.partitions import (
-    DAY_VERSION,
-    WITHHELD,
     DayCheck,
     DaySlices,
     day_check_events,
     install_partition_data_versions,
-    report_days,
+    withhold_days,
 )
 from fti_assets.versioning import frame_version
 
@@ -71,16 +69,11 @@ def _definitions():
     @asset(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), code_version="1")
     def daily(context):
         slices = DaySlices.of(frame(), "day")
-        versions = slices.versions(context.partition_keys)
-        report_days(
-            context,
-            {
-                day: {"dagster/row_count": slices.count(day), DAY_VERSION: versions[day]}
-                if day != "2026-01-02"
-                else {WITHHELD: "not ready"}
-                for day in context.partition_keys
-            },
+        published = [day for day in context.partition_keys if day != "2026-01-02"]
+        slices.report(
+            context, published, {day: {"customers": slices.rows(day)["customer_id"].nunique()} for day in published}
         )
+        withhold_days(context, {day: "not ready" for day in context.partition_keys if day not in published})
         return MaterializeResult(metadata={"run_days": f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"})
 
     @asset_check(asset=daily, partitions_def=partitions, blocking=True)
@@ -117,6 +110,8 @@ def test_a_range_run_records_each_days_rows_version_and_check_and_publishes_no_w
         assert materialization.tags["dagster/data_version"] == frame_version(slices.rows(day))
         assert materialization.metadata["dagster/row_count"].value == slices.count(day)
         assert materialization.metadata["run_days"].value == f"{DAYS[0]} .. {DAYS[-1]}"
+        assert materialization.metadata["customers"].value == slices.rows(day)["customer_id"].nunique()
+        assert materialization.metadata["content_version"].value == frame_version(slices.rows(day))
     evaluations = {e.partition: e for e in result.get_asset_check_evaluations()}
     assert {d: e.passed for d, e in evaluations.items()} == {d: d != "2026-01-03" for d in DAYS}
     assert evaluations["2026-01-01"].target_materialization_data.run_id == result.run_id

@@ -16,17 +16,8 @@ from dagster import (
 )
 
 from fti_assets.features.transform import FEATURE_COLUMNS, compute_customer_features, lookback_start
-from fti_assets.metadata import column_schema, preview
-from fti_assets.partitions import (
-    DAY_VERSION,
-    DaySlices,
-    Progress,
-    chunk_bounds,
-    chunks,
-    daily_partitions,
-    report_days,
-    run_days,
-)
+from fti_assets.metadata import column_schema
+from fti_assets.partitions import DaySlices, Progress, chunk_bounds, chunks, daily_partitions, run_days
 from fti_assets.resources.feast import FeastResource, repo_version
 from fti_assets.resources.lake import LakeResource
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings
@@ -103,17 +94,15 @@ def build_feature_assets(settings: ProjectSettings) -> list:
             for key in chunk:
                 lake.write_day(FEATURE_TABLE, date.fromisoformat(key), feature_days.rows(key))
             # Each day's own figures, from one grouping of the chunk's rows.
-            means = features.groupby("as_of_day")[FEATURE_COLUMNS].mean().round(4)
-            versions = feature_days.versions(chunk)
-            report_days(
+            means = features.groupby("as_of_day")[FEATURE_COLUMNS].mean().round(4).add_prefix("mean_")
+            means = means.to_dict(orient="index")
+            feature_days.report(
                 context,
+                chunk,
                 {
                     key: {
-                        "dagster/row_count": feature_days.count(key),
-                        **({f"mean_{c}": float(v) for c, v in means.loc[key].items()} if key in means.index else {}),
-                        "preview": preview(feature_days.rows(key)),
+                        **means.get(key, {}),
                         "file": MetadataValue.path(str(lake.day_path(FEATURE_TABLE, date.fromisoformat(key)))),
-                        DAY_VERSION: versions[key],
                     }
                     for key in chunk
                 },

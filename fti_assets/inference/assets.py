@@ -34,8 +34,6 @@ from fti_assets.monitoring.drift_gate import (
     drift_day_check,
 )
 from fti_assets.partitions import (
-    DAY_VERSION,
-    WITHHELD,
     DaySlices,
     Progress,
     chunk_bounds,
@@ -43,8 +41,8 @@ from fti_assets.partitions import (
     daily_freshness,
     daily_partitions,
     day_check_evaluations,
-    report_days,
     run_days,
+    withhold_days,
 )
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.mlflow import ModelRegistryResource
@@ -176,32 +174,17 @@ def build_inference_assets(settings: ProjectSettings) -> list:
             for day in chunk:
                 held_back.release(day)
             # Each day's own figures and version; the version is the content, not the run.
-            score_days = DaySlices.of(scored, "as_of_day")
-            by_day = scored.groupby("as_of_day").agg(mean_score=("score", "mean"), rate=("predicted_label", "mean"))
-            versions = score_days.versions(chunk, exclude=("run_id",))
-            report_days(
-                context,
-                {
-                    key: {
-                        "dagster/row_count": score_days.count(key),
-                        **(
-                            {
-                                "mean_score": round(float(by_day.at[key, "mean_score"]), 6),
-                                "predicted_churn_rate": round(float(by_day.at[key, "rate"]), 6),
-                            }
-                            if key in by_day.index
-                            else {}
-                        ),
-                        DAY_VERSION: versions[key],
-                    }
-                    for key in chunk
-                },
+            by_day = scored.groupby("as_of_day").agg(
+                mean_score=("score", "mean"), predicted_churn_rate=("predicted_label", "mean")
+            )
+            DaySlices.of(scored, "as_of_day").report(
+                context, chunk, by_day.round(6).to_dict(orient="index"), exclude=("run_id",)
             )
             schema = column_schema(scored)
             progress.add(len(chunk), len(scored))
         context.log.info(f"{progress.rows} predictions for {len(scored_days)} days with model v{champion.version}")
         # A held day is not published: its partition keeps what it had, with the observation saying why.
-        report_days(context, {v.day: {WITHHELD: v.describe()} for v in held})
+        withhold_days(context, {v.day: v.describe() for v in held})
         yield MaterializeResult(
             metadata={
                 **({"dagster/column_schema": schema} if schema else {}),

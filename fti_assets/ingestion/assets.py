@@ -19,15 +19,13 @@ from fti_assets.ingestion.standardize import (
     standardize_customers,
     standardize_transactions,
 )
-from fti_assets.metadata import column_schema, preview, table_metadata
+from fti_assets.metadata import column_schema, table_metadata
 from fti_assets.partitions import (
-    DAY_VERSION,
     DayCheck,
     DaySlices,
     daily_freshness,
     daily_partitions,
     day_check_events,
-    report_days,
     run_days,
 )
 from fti_assets.resources.lake import LakeResource, write_parquet_atomic
@@ -95,22 +93,19 @@ def build_ingestion_assets(settings: ProjectSettings) -> list:
 
         # Each day's own figures, from one grouping of the run's rows.
         by_day = accepted.groupby("day").agg(customers=("customer_id", "nunique"), total_amount=("amount", "sum"))
+        by_day = by_day.round({"total_amount": 2}).to_dict(orient="index")
         reasons: dict[str, dict[str, int]] = {}
         for (key, reason), count in placed.groupby(["day", "reason"]).size().items():
             reasons.setdefault(key, {})[reason] = int(count)
-        versions = accepted_days.versions(day_keys)
-        report_days(
+        accepted_days.report(
             context,
+            day_keys,
             {
                 key: {
-                    "dagster/row_count": accepted_days.count(key),
+                    **by_day.get(key, {}),
                     "rows_quarantined": quarantined_days.count(key),
                     "quarantine_reasons": MetadataValue.json(reasons.get(key, {})),
-                    "customers": int(by_day["customers"].get(key, 0)),
-                    "total_amount": round(float(by_day["total_amount"].get(key, 0.0)), 2),
-                    "preview": preview(accepted_days.rows(key)),
                     "file": MetadataValue.path(str(lake.day_path("raw_transactions", date.fromisoformat(key)))),
-                    DAY_VERSION: versions[key],
                 }
                 for key in day_keys
             },

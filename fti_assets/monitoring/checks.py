@@ -130,13 +130,11 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
         held_back = HeldBack(settings)
         for verdict in reported.values():
             held_back.hold(verdict)
-        not_compared = [v.day for v in verdicts if drift_day_check(settings, v) is None]
-        if not_compared:
-            context.log.info(
-                f"{len(not_compared)} days not compared ({verdicts[0].status.replace('_', ' ')}): "
-                "they read as skipped until a champion exists"
-            )
         results = {v.day: check for v in verdicts if (check := drift_day_check(settings, reported.get(v.day, v)))}
+        not_compared = [v for v in verdicts if v.day not in results]
+        if not_compared:
+            reasons = sorted({v.status.replace("_", " ") for v in not_compared})
+            context.log.info(f"{len(not_compared)} days not compared ({', '.join(reasons)}): they read as skipped")
         yield from day_check_events(context, context.check_specs[0].key, results, blocking=False)
 
     @asset_check(

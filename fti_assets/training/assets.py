@@ -27,7 +27,7 @@ from pydantic import Field
 from fti_assets import tags as run_tags
 from fti_assets.features.transform import lookback_start
 from fti_assets.metadata import column_schema, table_metadata
-from fti_assets.partitions import DAY_VERSION, DaySlices, Progress, chunks, daily_partitions, report_days, run_days
+from fti_assets.partitions import DaySlices, Progress, chunks, daily_partitions, run_days
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource, days, write_parquet_atomic
 from fti_assets.resources.mlflow import VALIDATION_SCORES, ModelRegistryResource
@@ -136,23 +136,16 @@ def build_training_assets(settings: ProjectSettings) -> list:
         context.log.info(
             f"{len(labels)} labels for {(labelled_end - first).days} days; {unlabelled} days wait for their horizon"
         )
-        positive_rate = labels.groupby("as_of_day")["churned"].mean()
-        versions = label_slices.versions(context.partition_keys)
-        report_days(
+        positive_rate = labels.groupby("as_of_day")["churned"].mean().round(4).to_dict()
+        label_slices.report(
             context,
+            context.partition_keys,
             {
-                key: {
-                    "dagster/row_count": label_slices.count(key),
-                    "labelled": key in labelled,
-                    **({"positive_rate": round(float(positive_rate[key]), 4)} if key in positive_rate.index else {}),
-                    **(
-                        {}
-                        if key in labelled
-                        else {
-                            "waiting_for_horizon_until": (date.fromisoformat(key) + timedelta(days=horizon)).isoformat()
-                        }
-                    ),
-                    DAY_VERSION: versions[key],
+                key: {"labelled": True, "positive_rate": positive_rate.get(key, 0.0)}
+                if key in labelled
+                else {
+                    "labelled": False,
+                    "waiting_for_horizon_until": (date.fromisoformat(key) + timedelta(days=horizon)).isoformat(),
                 }
                 for key in context.partition_keys
             },
