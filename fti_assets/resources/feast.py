@@ -74,6 +74,13 @@ class FeastResource(ConfigurableResource):
             self._store = FeatureStore(config=config)
         return self._store
 
+    def historical_features(self, feature_service: str, entity_df):
+        """Feast's ``get_historical_features`` for the service: one DuckDB ASOF join where its views allow."""
+        from fti_assets.resources.feast_offline import historical_features
+
+        store = self.store()
+        return historical_features(store, store.get_feature_service(feature_service), entity_df)
+
     def feature_schema(self, feature_service: str) -> list[tuple[str, str]]:
         """(view__feature, dtype) pairs of a feature service, in order: what a model is trained on."""
         service = self.store().get_feature_service(feature_service)
