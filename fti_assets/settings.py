@@ -27,16 +27,53 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Longest customer or transaction id accepted; longer ones are quarantined. The predictions table stores
+# customer ids in a column of this width (String(64) on a real database rejects longer ones).
+MAX_ID_LENGTH = 64
+DUPLICATE_RULES = ("same_id", "same_id_and_content")
+TIMESTAMP_FORMS = ("ISO8601", "dayfirst", "monthfirst")
+
+
 class TransactionColumns(Config):
-    """Source column names for the standard transaction schema."""
+    """Source column names for the standard transaction schema, and how to read their values."""
 
     transaction_id: list[str] = Field(
-        description="Column (or columns, joined) that identify one transaction; duplicates are quarantined."
+        description=(
+            "Column (or columns, joined) that identify one transaction. [] when the source has no id: each row "
+            "gets one derived from its content (customer, time, amount, country) and its occurrence among "
+            "identical rows, so repeated identical purchases stay distinct and a re-read gives the same ids."
+        )
+    )
+    duplicates: str = Field(
+        default="same_id",
+        description=(
+            "same_id: a row whose id was read before is a duplicate (quarantined). same_id_and_content: for "
+            "line-item logs whose id can repeat (Invoice + StockCode): only a row equal to an earlier one in id, "
+            "customer, time and amount is a duplicate; other rows of the same id are separate purchases, their "
+            "ids suffixed #1, #2, ... in time and amount order."
+        ),
     )
     customer_id: str
     timestamp: str
+    timestamp_format: str | None = Field(
+        default=None,
+        description=(
+            "How text times are written. Unset: ISO 8601 (numeric dates such as 02/01/1997, whose day and month "
+            "can swap, stop the run with an error instead of a guess). 'ISO8601': ISO only, anything else is "
+            "quarantined. 'dayfirst' / 'monthfirst': numeric dates in that order (ISO values still read as ISO). "
+            "Or a strftime format such as '%d/%m/%Y %H:%M'."
+        ),
+    )
     amount: str = Field(
         description="A column name, or a pandas expression over source columns such as 'Quantity * Price'."
+    )
+    accept_zero_amount: bool = Field(
+        default=False, description="Keep purchases of amount 0 (free items, promotions); else quarantined."
+    )
+    max_amount: float = Field(
+        default=1_000_000.0,
+        gt=0,
+        description="Larger amounts are quarantined (amount_too_large): a unit or parsing error, not a purchase.",
     )
     country: str | None = Field(
         default=None, description="Optional; used to derive customers when the source has no customer table."
@@ -46,6 +83,23 @@ class TransactionColumns(Config):
     @classmethod
     def _one_or_more(cls, value: object) -> object:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("duplicates")
+    @classmethod
+    def _known_rule(cls, value: str) -> str:
+        if value not in DUPLICATE_RULES:
+            raise ValueError(f"duplicates must be one of {list(DUPLICATE_RULES)}, got {value!r}")
+        return value
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _known_form(cls, value: str | None) -> str | None:
+        if value is not None and value not in TIMESTAMP_FORMS and "%" not in value:
+            raise ValueError(
+                f"timestamp_format must be one of {list(TIMESTAMP_FORMS)} or a strftime format such as "
+                f"'%d/%m/%Y %H:%M', got {value!r}"
+            )
+        return value
 
 
 class CustomerColumns(Config):
@@ -84,6 +138,15 @@ class SplitSettings(_Strict):
 
     validation_days: int = Field(default=20, ge=1)
     test_days: int = Field(default=20, ge=1)
+    train_stride_days: int = Field(
+        default=7,
+        ge=1,
+        description=(
+            "Each customer gives a training example every N as-of days (staggered by customer, so every day "
+            "is represented): consecutive days of one customer differ by a day's shift, so the train split "
+            "shrinks N-fold for little information lost. Validation and test keep every row. 1 keeps all."
+        ),
+    )
 
 
 class DriftInjection(_Strict):

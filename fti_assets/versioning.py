@@ -14,13 +14,35 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(frame, index=False).to_numpy() if len(frame) else np.array([], "uint64")
 
 
+def _schema_digest(frame: pd.DataFrame):
+    return hashlib.sha256(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+
+
 def digest_version(frame: pd.DataFrame, hashes: np.ndarray) -> str:
     """The version of ``frame``'s schema with the rows whose hashes are given, in that order."""
-    digest = hashlib.sha256()
-    digest.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    digest = _schema_digest(frame)
     if len(hashes):
         digest.update(hashes.tobytes())
     return digest.hexdigest()[:16]
+
+
+class StreamingVersion:
+    """``frame_version`` of a frame written in parts: the same version as of the parts concatenated."""
+
+    def __init__(self) -> None:
+        self._digest = None
+
+    def update(self, part: pd.DataFrame) -> None:
+        if self._digest is None:
+            self._digest = _schema_digest(part)
+        if len(part):
+            self._digest.update(row_hashes(part).tobytes())
+
+    @property
+    def version(self) -> str:
+        if self._digest is None:
+            raise ValueError("no part was hashed")
+        return self._digest.hexdigest()[:16]
 
 
 def frame_version(frame: pd.DataFrame) -> str:

@@ -13,6 +13,7 @@ from dagster import AssetKey
 
 from fti_assets.definitions import JOBS, build_definitions
 from fti_assets.demo import run_demo, summary
+from fti_assets.training.dataset import assign_split, split_by_time, stride_sample
 from fti_assets_tests.conftest import DAYS, materialized, small_settings
 
 pytestmark = pytest.mark.slow
@@ -105,7 +106,17 @@ def test_training_dataset_is_point_in_time_immutable_and_split_by_time(e2e):
     meta = seen["training_dataset"]
     path = settings.path("datasets", "training", f"{meta['dataset_version']}.parquet")
     dataset = pd.read_parquet(path)
-    assert len(dataset) == seen["churn_labels"]["dagster/row_count"]
+    # Every validation and test label, and the train labels of the stride, each once.
+    labels = pd.concat(pd.read_parquet(p) for p in sorted(settings.path("lake", "churn_labels").glob("*.parquet")))
+    assert len(labels) == seen["churn_labels"]["dagster/row_count"]
+    labels["split"] = assign_split(labels["as_of_day"], split_by_time(labels["as_of_day"].tolist(), 10, 10))
+    expected_rows = labels[(labels["split"] != "train") | stride_sample(labels, settings.split.train_stride_days)]
+    key = ["customer_id", "as_of_day", "split", "churned"]
+    pd.testing.assert_frame_equal(
+        dataset[key].astype({"customer_id": str}).sort_values(key, ignore_index=True),
+        expected_rows[key].astype({"customer_id": str}).sort_values(key, ignore_index=True),
+    )
+    assert len(dataset[dataset["split"] == "train"]) < len(labels[labels["split"] == "train"]) / 5
     assert (
         dataset.groupby("split")["as_of_day"].agg(["min", "max"]).loc["test", "min"]
         > (dataset.groupby("split")["as_of_day"].max()["validation"])

@@ -55,3 +55,43 @@ def test_split_takes_test_then_validation_from_the_end():
 def test_split_refuses_too_few_days_with_a_clear_message():
     with pytest.raises(ValueError, match="cannot hold 5 validation"):
         split_by_time(["2026-01-01", "2026-01-02"], 5, 5)
+
+
+def test_stride_keeps_each_customer_every_n_days_and_every_day_a_share():
+    from fti_assets.training.dataset import stride_sample
+
+    days = [f"2026-02-{d:02d}" for d in range(1, 29)]
+    frame = pd.DataFrame([(f"C{c}", d) for c in range(700) for d in days], columns=["customer_id", "as_of_day"]).sample(
+        frac=1.0, random_state=0
+    )
+    kept = frame[stride_sample(frame, 7)]
+    assert kept.groupby("customer_id").size().eq(4).all()
+    gaps = kept.assign(t=pd.to_datetime(kept["as_of_day"])).sort_values("t").groupby("customer_id")["t"].diff()
+    assert gaps.dropna().eq(pd.Timedelta(days=7)).all()
+    per_day = kept.groupby("as_of_day").size()
+    assert len(per_day) == 28 and per_day.between(60, 140).all()
+    # A row's fate is its own: the same rows are kept from any subset, in any order.
+    part = frame.iloc[:5000]
+    assert stride_sample(part, 7).equals(stride_sample(frame, 7).loc[part.index])
+    assert stride_sample(frame, 1).all()
+
+
+def test_dataset_written_in_parts_has_the_version_of_the_whole(tmp_path):
+    from fti_assets.training.dataset import VersionedParquetWriter
+    from fti_assets.versioning import frame_version
+
+    frame = pd.DataFrame({"customer_id": pd.array([f"C{i}" for i in range(100)], dtype="string"), "x": range(100)})
+    writer = VersionedParquetWriter(tmp_path)
+    for start in range(0, 100, 30):
+        writer.write(frame.iloc[start : start + 30])
+    version, path = writer.publish()
+    assert version == frame_version(frame) and path.name == f"{version}.parquet"
+    pd.testing.assert_frame_equal(pd.read_parquet(path), frame)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    again = VersionedParquetWriter(tmp_path)
+    again.write(frame)
+    assert again.publish() == (version, path) and len(list(tmp_path.iterdir())) == 1
+    failed = VersionedParquetWriter(tmp_path)
+    failed.write(frame.head(3))
+    failed.discard()
+    assert len(list(tmp_path.iterdir())) == 1

@@ -43,13 +43,48 @@ def test_sklearn_baseline_learns_and_saves_what_the_scorer_loads(tmp_path):
 
 def test_mlp_training_is_reproducible_for_a_seed(tmp_path):
     x, y = synthetic()
-    kwargs = dict(seed=5, device="cpu", hidden=[16], epochs=3, batch_size=256, learning_rate=1e-2)
-    first = train_mlp(x, y, FEATURES, tmp_path / "a", **kwargs)
-    second = train_mlp(x, y, FEATURES, tmp_path / "b", **kwargs)
-    other = train_mlp(x, y, FEATURES, tmp_path / "c", **{**kwargs, "seed": 6})
+    xv, yv = synthetic(500, seed=1)
+    kwargs = dict(seed=5, device="cpu", hidden=[16], max_epochs=3, patience=3, batch_size=256, learning_rate=1e-2)
+    first = train_mlp(x, y, xv, yv, FEATURES, tmp_path / "a", **kwargs)
+    second = train_mlp(x, y, xv, yv, FEATURES, tmp_path / "b", **kwargs)
+    other = train_mlp(x, y, xv, yv, FEATURES, tmp_path / "c", **{**kwargs, "seed": 6})
     np.testing.assert_array_equal(first.predict(x), second.predict(x))
     assert not np.array_equal(first.predict(x), other.predict(x))
     assert classification_metrics(y, first.predict(x), 0.5)["roc_auc"] > 0.75
+
+
+def test_mlp_stops_when_validation_stops_improving_and_keeps_the_best_epoch(tmp_path):
+    x, y = synthetic(3000)
+    # Labels of the validation rows are noise: past the first epochs, training only overfits to it.
+    xv = synthetic(800, seed=2)[0]
+    yv = np.random.default_rng(3).integers(0, 2, len(xv))
+    epochs = []
+    model = train_mlp(
+        x,
+        y,
+        xv,
+        yv,
+        FEATURES,
+        tmp_path,
+        seed=1,
+        device="cpu",
+        hidden=[32],
+        max_epochs=40,
+        patience=2,
+        batch_size=64,
+        learning_rate=3e-2,
+        log_epoch=epochs.append,
+    )
+    assert len(epochs) < 40
+    best = min(epochs, key=lambda r: r["validation_loss"])
+    assert model.params["best_epoch"] == best["epoch"] == len(epochs) - 2
+    assert all(r["rows_per_second"] > 0 and r["seconds"] > 0 for r in epochs)
+    # The saved weights are the best epoch's: the stored model's validation loss is the best one.
+    import torch
+
+    scores = np.clip(model.predict(xv), 1e-7, 1 - 1e-7)
+    loss = float(torch.nn.functional.binary_cross_entropy(torch.tensor(scores), torch.tensor(yv, dtype=torch.float64)))
+    assert loss == pytest.approx(best["validation_loss"], abs=1e-4)
 
 
 def test_the_stored_scorer_gives_the_training_scores(tmp_path):
@@ -64,12 +99,15 @@ def test_the_stored_scorer_gives_the_training_scores(tmp_path):
         train_mlp(
             x,
             y,
+            x,
+            y,
             FEATURES,
             tmp_path / "m",
             seed=1,
             device="cpu",
             hidden=[8],
-            epochs=2,
+            max_epochs=2,
+            patience=1,
             batch_size=512,
             learning_rate=1e-2,
         ),

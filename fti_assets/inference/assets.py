@@ -141,8 +141,6 @@ def build_inference_assets(settings: ProjectSettings) -> list:
                 f"model version {champion.version} was trained on feature schema "
                 f"{champion.tags['feature_schema_hash']}, but {feature_service} now has {served_schema}"
             )
-        store = feast.store()
-        service = store.get_feature_service(feature_service)
         model = registry.load_model(champion.version)
         inputs_of_model = model.metadata.get_input_schema().input_names()
         threshold = float(champion.tags.get("threshold", 0.5))
@@ -153,8 +151,8 @@ def build_inference_assets(settings: ProjectSettings) -> list:
         for chunk in chunks(scored_days, settings.range_chunk_days):
             entities = entities_of_days(feast, feature_service, *chunk_bounds(chunk))
             entities = entities[entities["as_of_day"].isin(chunk)]
-            features = store.get_historical_features(entity_df=entities, features=service).to_df()
-            features = features.sort_values(["as_of_day", "customer_id"]).reset_index(drop=True)
+            # Entities in (as_of_day, customer_id) order, and the join keeps their order.
+            features = feast.historical_features(feature_service, entities)
             # The model's signature names its inputs; all are float64 (Feast returns ints with gaps as floats).
             inputs = features[inputs_of_model].astype("float64")
             scores = np.asarray(model.predict(inputs), dtype="float64") if len(inputs) else np.array([])

@@ -26,13 +26,13 @@ from pydantic import Field
 
 from fti_assets import tags as run_tags
 from fti_assets.features.transform import lookback_start
-from fti_assets.metadata import column_schema, table_metadata
+from fti_assets.metadata import column_schema, preview
 from fti_assets.partitions import DaySlices, Progress, chunks, daily_partitions, run_days
 from fti_assets.resources.feast import FeastResource
-from fti_assets.resources.lake import LakeResource, days, write_parquet_atomic
+from fti_assets.resources.lake import LakeResource, days
 from fti_assets.resources.mlflow import VALIDATION_SCORES, ModelRegistryResource
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings
-from fti_assets.training.dataset import assign_split, split_by_time
+from fti_assets.training.dataset import VersionedParquetWriter, assign_split, split_by_time, stride_sample
 from fti_assets.training.evaluation import evaluate_gates
 from fti_assets.training.labels import compute_churn_labels, label_days
 from fti_assets.training.models import (
@@ -42,7 +42,6 @@ from fti_assets.training.models import (
     train_mlp,
     train_sklearn_baseline,
 )
-from fti_assets.versioning import frame_version
 
 OWNERS = ["team:ml"]
 
@@ -52,7 +51,7 @@ GATE_CHECKS = {
     "fairness": "Recall and positive-prediction-rate gaps between customer groups within the bounds.",
 }
 LABELS = "churn_labels"
-MODEL_CODE_VERSION = "1"
+MODEL_CODE_VERSION = "2"
 # Kubernetes GPU limit for the PyTorch step; applied per step under the k8s_job_executor (deploy/).
 GPU_OP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
@@ -81,7 +80,8 @@ class SklearnConfig(Config):
 
 class MlpConfig(Config):
     hidden: list[int] = Field(default=[64, 32], description="Hidden layer widths.")
-    epochs: int = 8
+    max_epochs: int = Field(default=30, ge=1, description="Upper bound; early stopping usually ends sooner.")
+    patience: int = Field(default=3, ge=1, description="Epochs without a better validation loss before stopping.")
     batch_size: int = 1024
     learning_rate: float = 2e-3
     seed: int = 7
@@ -164,45 +164,59 @@ def build_training_assets(settings: ProjectSettings) -> list:
         deps=[AssetDep(LABELS), AssetDep("customer_features"), "feature_definitions"],
         kinds={"feast", "parquet"},
         owners=OWNERS,
-        code_version="1",
+        code_version="2",
         description=(
             f"Labels joined point-in-time to the features of the `{settings.feature_service}` FeatureService "
-            "(Feast get_historical_features), split by time into train / validation / test. Written once per "
-            "content hash under datasets/training/ and never overwritten."
+            "(Feast's get_historical_features semantics, as one DuckDB ASOF join), split by time into train / "
+            f"validation / test; the train split keeps one example per customer every "
+            f"{settings.split.train_stride_days} days. Written once per content hash under datasets/training/ "
+            "and never overwritten."
         ),
     )
     def training_dataset(context: AssetExecutionContext, lake: LakeResource, feast: FeastResource):
         labels = lake.read_days(LABELS, settings.start_date, settings.end_exclusive)
         if labels.empty:
             raise ValueError("no labelled day yet: materialize churn_labels for days whose horizon is complete")
-        store = feast.store()
-        service = store.get_feature_service(settings.feature_service)
+        periods = split_by_time(
+            labels["as_of_day"].unique().tolist(), settings.split.validation_days, settings.split.test_days
+        )
+        split = assign_split(labels["as_of_day"], periods)
+        stride = settings.split.train_stride_days
+        labels = labels[(split != "train") | stride_sample(labels, stride)]
         entity_df = labels[["customer_id", "event_timestamp", "as_of_day", "churned"]]
         label_days = DaySlices.of(entity_df, "as_of_day")
-        progress = Progress(context, len(label_days.bounds))
-        parts = []
-        # A chunk of days at a time: each row's point-in-time join is its own, so the result is the same,
-        # and the join's working memory follows the chunk.
-        for chunk in chunks(sorted(label_days.bounds), settings.range_chunk_days):
-            start, end = label_days.bounds[chunk[0]][0], label_days.bounds[chunk[-1]][1]
-            part = store.get_historical_features(entity_df=entity_df.iloc[start:end], features=service).to_df()
-            # Feast keeps no row order: sort, so the same inputs give the same bytes and the same version.
-            parts.append(part.sort_values(["as_of_day", "customer_id"]))
-            progress.add(len(chunk), len(part))
-        joined = pd.concat(parts, ignore_index=True)
-        del parts
         feature_columns = feast.feature_columns(settings.feature_service)
-        joined["customer_id"] = joined["customer_id"].astype("string")
-        periods = split_by_time(joined["as_of_day"].tolist(), settings.split.validation_days, settings.split.test_days)
-        joined["split"] = assign_split(joined["as_of_day"], periods)
-        dataset = joined[["customer_id", "event_timestamp", "as_of_day", "split", "churned", *feature_columns]]
-        version = frame_version(dataset)
-        path = settings.path("datasets", "training", f"{version}.parquet")
-        if not path.exists():
-            write_parquet_atomic(dataset, path)
-        missing = int(dataset[feature_columns].isna().any(axis=1).sum())
-        split_rows = dataset["split"].value_counts().to_dict()
-        context.log.info(f"training dataset {version}: {len(dataset)} rows {split_rows}")
+        columns = ["customer_id", "event_timestamp", "as_of_day", "split", "churned", *feature_columns]
+        progress = Progress(context, len(label_days.bounds))
+        writer = VersionedParquetWriter(settings.path("datasets", "training"))
+        split_rows, positives, missing, head = {}, 0, 0, None
+        try:
+            # A chunk of days at a time, each written as it is joined: memory follows the chunk. Each row's
+            # point-in-time join is its own, so the chunks change nothing in the result.
+            for chunk in chunks(sorted(label_days.bounds), settings.range_chunk_days):
+                start, end = label_days.bounds[chunk[0]][0], label_days.bounds[chunk[-1]][1]
+                part = feast.historical_features(settings.feature_service, entity_df.iloc[start:end])
+                # Sorted, so the same inputs give the same bytes and version; float features, so every part
+                # has one schema whether or not its ints have gaps.
+                part = part.sort_values(["as_of_day", "customer_id"], ignore_index=True)
+                part["customer_id"] = part["customer_id"].astype("string")
+                part["split"] = assign_split(part["as_of_day"], periods)
+                part = part[columns].astype({c: "float64" for c in feature_columns})
+                writer.write(part)
+                for name, count in part["split"].value_counts().items():
+                    split_rows[name] = split_rows.get(name, 0) + int(count)
+                positives += int(part["churned"].sum())
+                missing += int(part[feature_columns].isna().any(axis=1).sum())
+                head = part.head(5) if head is None else head
+                progress.add(len(chunk), len(part))
+            version, path = writer.publish()
+        except BaseException:
+            writer.discard()
+            raise
+        context.log.info(
+            f"training dataset {version}: {writer.rows} rows {split_rows} (train: one example per customer "
+            f"every {stride} days)"
+        )
         value = {
             "version": version,
             "path": str(path),
@@ -215,29 +229,37 @@ def build_training_assets(settings: ProjectSettings) -> list:
             value,
             metadata={
                 "dataset_version": version,
-                "positive_rate": float(dataset["churned"].mean()),
-                "rows_per_split": MetadataValue.json({k: int(v) for k, v in split_rows.items()}),
+                "positive_rate": positives / max(writer.rows, 1),
+                "rows_per_split": MetadataValue.json(split_rows),
+                "train_stride_days": stride,
                 "periods": MetadataValue.json(periods.as_metadata()),
                 "feature_refs": MetadataValue.json([f"{settings.feature_service}: {c}" for c in feature_columns]),
                 "rows_missing_features": missing,
-                **table_metadata(dataset, path),
+                "dagster/row_count": writer.rows,
+                "dagster/column_schema": column_schema(head),
+                "preview": preview(head),
+                "file": MetadataValue.path(str(path)),
             },
             data_version=DataVersion(version),
         )
 
-    def _split(dataset: pd.DataFrame, features: list[str], name: str) -> tuple[np.ndarray, np.ndarray]:
-        part = dataset[dataset["split"] == name]
-        return part[features].astype("float64").fillna(0.0).to_numpy(), part["churned"].to_numpy()
+    def _read_split(dataset_info: dict, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """One split's rows of the dataset file, only the columns asked for: never the whole file."""
+        columns = columns or [*dataset_info["features"], "churned"]
+        return pd.read_parquet(dataset_info["path"], columns=columns, filters=[("split", "==", name)])
+
+    def _split(dataset_info: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+        part = _read_split(dataset_info, name)
+        return part[dataset_info["features"]].fillna(0.0).to_numpy("float64"), part["churned"].to_numpy()
 
     def _evaluate_and_log(context, model: TrainedModel, dataset_info: dict) -> dict:
         """Score validation and test, log params/metrics/model to a nested MLflow run, return the summary."""
         import mlflow as mlflow_lib
         from mlflow.models import infer_signature
 
-        dataset = pd.read_parquet(dataset_info["path"])
         features = dataset_info["features"]
-        x_val, y_val = _split(dataset, features, "validation")
-        x_test, y_test = _split(dataset, features, "test")
+        x_val, y_val = _split(dataset_info, "validation")
+        x_test, y_test = _split(dataset_info, "test")
         val_scores, test_scores = model.predict(x_val), model.predict(x_test)
         threshold = best_f1_threshold(y_val, val_scores)
         model.spec["threshold"] = threshold
@@ -257,7 +279,7 @@ def build_training_assets(settings: ProjectSettings) -> list:
             pd.DataFrame({"score": val_scores}).to_parquet(scores_path, index=False)
             mlflow.log_artifact(str(scores_path))
             # Floats: the scorer reads every feature as float64, and missing values stay representable.
-            example = dataset[features].head(5).astype("float64")
+            example = pd.DataFrame(x_val[:5], columns=features)
             info = mlflow_lib.pyfunc.log_model(
                 name="model",
                 python_model=str(Path(__file__).with_name("scorer.py")),
@@ -300,8 +322,7 @@ def build_training_assets(settings: ProjectSettings) -> list:
         description="Standardized logistic regression baseline, trained on the train period and logged to MLflow.",
     )
     def sklearn_model(context: AssetExecutionContext, config: SklearnConfig, training_dataset: dict):
-        dataset = pd.read_parquet(training_dataset["path"])
-        x, y = _split(dataset, training_dataset["features"], "train")
+        x, y = _split(training_dataset, "train")
         out_dir = settings.path("models", f"sklearn-{context.run.run_id}")
         model = train_sklearn_baseline(x, y, training_dataset["features"], out_dir, seed=config.seed, c=config.c)
         return _model_output(context, _evaluate_and_log(context, model, training_dataset))
@@ -321,28 +342,57 @@ def build_training_assets(settings: ProjectSettings) -> list:
         ),
     )
     def mlp_model(context: AssetExecutionContext, config: MlpConfig, training_dataset: dict):
-        dataset = pd.read_parquet(training_dataset["path"])
-        x, y = _split(dataset, training_dataset["features"], "train")
+        x, y = _split(training_dataset, "train")
+        x_val, y_val = _split(training_dataset, "validation")
         device = context.resources.torch_device.device()
-        context.log.info(f"training the MLP on {device}: {len(x)} rows, {config.epochs} epochs")
+        context.log.info(f"training the MLP on {device}: {len(x)} rows, at most {config.max_epochs} epochs")
+
+        def log_epoch(record: dict) -> None:
+            context.log.info(
+                f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
+                f"validation {record['validation_loss']:.4f}, "
+                f"{record['seconds']:.1f} s ({record['rows_per_second']:,.0f} rows/s)"
+            )
+
         model = train_mlp(
             x,
             y,
+            x_val,
+            y_val,
             training_dataset["features"],
             settings.path("models", f"mlp-{context.run.run_id}"),
             seed=config.seed,
             device=device,
             hidden=config.hidden,
-            epochs=config.epochs,
+            max_epochs=config.max_epochs,
+            patience=config.patience,
             batch_size=config.batch_size,
             learning_rate=config.learning_rate,
-            log_epoch=lambda epoch, loss: context.log.info(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.4f}"),
+            log_epoch=log_epoch,
         )
-        return _model_output(context, _evaluate_and_log(context, model, training_dataset))
+        output = _model_output(context, _evaluate_and_log(context, model, training_dataset))
+        seconds = [r["seconds"] for r in model.history]
+        output.metadata.update(
+            {
+                "epochs_run": MetadataValue.int(len(model.history)),
+                "best_epoch": MetadataValue.int(model.params["best_epoch"]),
+                "seconds_per_epoch": MetadataValue.float(float(np.mean(seconds))),
+                "train_rows_per_second": MetadataValue.float(len(x) * len(seconds) / max(sum(seconds), 1e-9)),
+                "epochs": MetadataValue.md(
+                    "| epoch | loss | validation loss | s | rows/s |\n|---|---|---|---|---|\n"
+                    + "\n".join(
+                        f"| {r['epoch']} | {r['train_loss']:.4f} | {r['validation_loss']:.4f} | {r['seconds']:.2f} "
+                        f"| {r['rows_per_second']:,.0f} |"
+                        for r in model.history
+                    )
+                ),
+            }
+        )
+        return output
 
     def _test_rows(training_dataset: dict) -> pd.DataFrame:
-        dataset = pd.read_parquet(training_dataset["path"])
-        return dataset[dataset["split"] == "test"].reset_index(drop=True)
+        columns = ["customer_id", "event_timestamp", "churned", *training_dataset["features"]]
+        return _read_split(training_dataset, "test", columns).reset_index(drop=True)
 
     def _champion_scores(registry: ModelRegistryResource, feast: FeastResource, test: pd.DataFrame):
         """The champion's scores on the candidate's test rows, with the features it was trained on."""
@@ -352,11 +402,8 @@ def build_training_assets(settings: ProjectSettings) -> list:
         service = champion.tags["feature_service"]
         rows = test
         if service != settings.feature_service:
-            store = feast.store()
-            rows = store.get_historical_features(
-                entity_df=test[["customer_id", "event_timestamp"]], features=store.get_feature_service(service)
-            ).to_df()
-            rows = rows.merge(test[["customer_id", "event_timestamp"]], on=["customer_id", "event_timestamp"])
+            # The same rows, in the same order, with the features of the service the champion was trained on.
+            rows = feast.historical_features(service, test[["customer_id", "event_timestamp"]])
         model = registry.load_model(champion.version)
         inputs = rows[model.metadata.get_input_schema().input_names()].astype("float64")
         return champion, np.asarray(model.predict(inputs), dtype="float64")

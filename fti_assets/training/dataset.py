@@ -1,10 +1,18 @@
-"""Time-based split of a point-in-time training dataset."""
+"""Time-based split of a point-in-time training dataset, its sampling, and its versioned file."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fti_assets.versioning import StreamingVersion
 
 
 @dataclass(frozen=True)
@@ -35,3 +43,57 @@ def assign_split(as_of_day: pd.Series, periods: SplitPeriods) -> pd.Series:
     split[as_of_day >= periods.validation[0]] = "validation"
     split[as_of_day >= periods.test[0]] = "test"
     return split
+
+
+def stride_sample(frame: pd.DataFrame, stride_days: int) -> pd.Series:
+    """True for the rows a customer contributes every ``stride_days`` as-of days.
+
+    Each customer's phase comes from a hash of the id, so every day keeps about 1/N of its customers and
+    the choice depends on the row alone: the same rows are kept in any run, in any chunk."""
+    if stride_days == 1:
+        return pd.Series(True, index=frame.index)
+    phase = pd.util.hash_array(frame["customer_id"].astype(str).to_numpy()) % np.uint64(stride_days)
+    day_number = (pd.to_datetime(frame["as_of_day"]) - pd.Timestamp("1970-01-01")).dt.days.to_numpy()
+    return pd.Series((day_number.astype("uint64") + phase) % np.uint64(stride_days) == 0, index=frame.index)
+
+
+class VersionedParquetWriter:
+    """Writes a frame in parts to a hidden file and publishes it as ``<content version>.parquet``.
+
+    The parts are never held together, and a version already published is left as it is."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".dataset.", suffix=".tmp")
+        os.close(fd)
+        self._tmp = Path(name)
+        self._writer: pq.ParquetWriter | None = None
+        self._version = StreamingVersion()
+        self.rows = 0
+
+    def write(self, part: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+        self._writer.write_table(table)
+        self._version.update(part)
+        self.rows += len(part)
+
+    def publish(self) -> tuple[str, Path]:
+        """Close the file; rename it to its version unless that version exists. (version, path)."""
+        if self._writer is None:
+            raise ValueError("no rows were written")
+        self._writer.close()
+        version = self._version.version
+        path = self.folder / f"{version}.parquet"
+        if path.exists():
+            self._tmp.unlink()
+        else:
+            os.replace(self._tmp, path)
+        return version, path
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)

@@ -24,6 +24,8 @@ class TrainedModel:
     spec_path: Path
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     train_seconds: float = 0.0
+    # One record per epoch (loss, validation loss, seconds, rows/s) for iterative models.
+    history: list[dict] = field(default_factory=list)
 
     @property
     def artifacts(self) -> dict[str, str]:
@@ -92,17 +94,24 @@ def train_sklearn_baseline(
 def train_mlp(
     x_train: np.ndarray,
     y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
     features: list[str],
     out_dir: Path,
     seed: int,
     device: str,
     hidden: list[int],
-    epochs: int,
+    max_epochs: int,
+    patience: int,
     batch_size: int,
     learning_rate: float,
-    log_epoch=lambda epoch, loss: None,
+    log_epoch=lambda epoch: None,
 ) -> TrainedModel:
-    """A PyTorch MLP on standardized features, trained with Adam on ``device`` (cuda or cpu)."""
+    """A PyTorch MLP on standardized features, trained with Adam on ``device`` (cuda or cpu).
+
+    Stops once the validation loss has not improved for ``patience`` epochs and keeps the best epoch's
+    weights. The data moves to the device once; batches are index slices of it, so nothing copies per step.
+    """
     import torch
 
     started = time.perf_counter()
@@ -110,22 +119,53 @@ def train_mlp(
     generator = torch.Generator(device="cpu").manual_seed(seed)
     mean = x_train.mean(axis=0)
     scale = np.where(x_train.std(axis=0) > 0, x_train.std(axis=0), 1.0)
-    x = torch.as_tensor((x_train - mean) / scale, dtype=torch.float32, device=device)
-    y = torch.as_tensor(y_train, dtype=torch.float32, device=device).unsqueeze(1)
+
+    def tensors(x_part: np.ndarray, y_part: np.ndarray):
+        x_tensor = torch.as_tensor((x_part - mean) / scale, dtype=torch.float32, device=device)
+        return x_tensor, torch.as_tensor(y_part, dtype=torch.float32, device=device).unsqueeze(1)
+
+    x, y = tensors(x_train, y_train)
+    xv, yv = tensors(x_val, y_val)
     network = build_network(len(features), hidden).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    for epoch in range(epochs):
+    best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
+    for epoch in range(1, max_epochs + 1):
+        epoch_started = time.perf_counter()
+        network.train()
         order = torch.randperm(len(x), generator=generator).to(device)
-        total = 0.0
+        total = torch.zeros((), device=device)  # summed on the device: no host sync per batch
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(network(x[idx]), y[idx])
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(idx)
-        log_epoch(epoch, total / len(x))
+            total += loss.detach() * len(idx)
+        network.eval()
+        with torch.no_grad():
+            # In slices: the activations of a whole large validation set would not fit beside the model.
+            val_sum = sum(
+                float(loss_fn(network(xv[i : i + 65536]), yv[i : i + 65536])) * len(yv[i : i + 65536])
+                for i in range(0, len(xv), 65536)
+            )
+            val_loss = val_sum / len(xv) if len(xv) else float("nan")
+        seconds = time.perf_counter() - epoch_started
+        record = {
+            "epoch": epoch,
+            "train_loss": float(total) / max(len(x), 1),
+            "validation_loss": val_loss,
+            "seconds": seconds,
+            "rows_per_second": len(x) / seconds if seconds > 0 else float("inf"),
+        }
+        history.append(record)
+        log_epoch(record)
+        if val_loss < best_loss - 1e-5 or best_state is None:
+            best_loss, best_epoch = val_loss, epoch
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        elif epoch - best_epoch >= patience:
+            break
+    network.load_state_dict(best_state)
     network = network.to("cpu").eval()
     weights = out_dir / "mlp.pt"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,9 +174,18 @@ def train_mlp(
         weights,
     )
     spec = {"kind": "mlp", "features": features, "hidden": hidden}
-    params = {"hidden": hidden, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate}
+    params = {
+        "hidden": hidden,
+        "max_epochs": max_epochs,
+        "patience": patience,
+        "epochs_run": len(history),
+        "best_epoch": best_epoch,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+    }
     model = TrainedModel("mlp", {**params, "seed": seed, "device": device}, spec, weights, _write_spec(out_dir, spec))
     model.train_seconds = time.perf_counter() - started
+    model.history = history
 
     def predict(features_x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
