@@ -1,12 +1,17 @@
 """The whole graph at several data sizes: seconds, rows, rows per second, growth and peak memory per stage.
 
-    python bench/pipeline_scale.py [--scales 1 4] [--customers 5000] [--days 180]
+    python bench/pipeline_scale.py [--scales 1 4 16] [--customers 5000] [--days 180] [--sparse]
 
 Each scale runs `make demo`'s stages (fti_assets.demo.run_demo) on the simulator with
-``customers x scale`` customers, in a process of its own (peak RSS is that process's). In the same
-process, after the graph, DuckDB alone computes the same feature rows from the same raw parquet and
-writes them (the floor the feature stage is compared with). The report gives, per stage, the growth
-exponent between consecutive scales: log(time ratio) / log(rows ratio); 1.0 is linear.
+``customers x scale`` customers, in a process of its own (peak RSS is that process's). ``--sparse``
+adds the shape of a real shop's log: 25,000 customers over 18 months, 3 purchases each on average.
+In the same process, after the graph, three floors are timed on the same data:
+- features: DuckDB alone computes the same feature rows from the same raw parquet and writes them;
+- inference: plain scoring, the champion loaded once, every feature row predicted, written to parquet;
+- the point-in-time join: a plain DuckDB ASOF join of the last 30 labelled days to the feature table,
+  against the project's join (Feast's semantics) and Feast's own get_historical_features.
+The report gives, per stage, the growth exponent between consecutive scales: log(time ratio) /
+log(rows ratio); 1.0 is linear.
 """
 
 from __future__ import annotations
@@ -66,7 +71,60 @@ def duckdb_floor(lake: Path, out: Path, active_window_days: int) -> tuple[float,
     return time.perf_counter() - started, int(rows)
 
 
-def one_scale(customers: int, days: int) -> dict:
+def plain_scoring(settings, out: Path) -> tuple[float, int]:
+    """The champion loaded once, every feature row scored in one call, written to parquet."""
+    import duckdb
+    import numpy as np
+
+    from fti_assets.definitions import build_resources
+
+    registry = build_resources(settings)["registry"]
+    started = time.perf_counter()
+    model = registry.load_model(registry.champion().version)
+    names = model.metadata.get_input_schema().input_names()
+    frame = duckdb.execute(
+        f"SELECT customer_id, as_of_day, {', '.join(names)} "
+        f"FROM read_parquet('{settings.path('lake', 'customer_features')}/*.parquet')"
+    ).df()
+    scores = np.asarray(model.predict(frame[names].astype("float64")), dtype="float64")
+    frame[["customer_id", "as_of_day"]].assign(score=scores).to_parquet(out, index=False)
+    return time.perf_counter() - started, len(frame)
+
+
+def point_in_time_floor(settings) -> dict:
+    """Seconds to join the last 30 labelled days to their features three ways: ours, Feast's, DuckDB's."""
+    import duckdb
+    import pandas as pd
+
+    from fti_assets.definitions import build_resources
+
+    feast = build_resources(settings)["feast"]
+    label_files = sorted(settings.path("lake", "churn_labels").glob("*.parquet"))[-30:]
+    entities = pd.concat(pd.read_parquet(p) for p in label_files)[["customer_id", "event_timestamp", "churned"]]
+    timings = {"rows": len(entities)}
+    started = time.perf_counter()
+    feast.historical_features(settings.feature_service, entities)
+    timings["ours"] = time.perf_counter() - started
+    store = feast.store()
+    started = time.perf_counter()
+    store.get_historical_features(
+        entity_df=entities, features=store.get_feature_service(settings.feature_service)
+    ).to_df()
+    timings["feast"] = time.perf_counter() - started
+    started = time.perf_counter()
+    con = duckdb.connect()
+    con.register("entities", entities)
+    con.execute(
+        f"""SELECT e.*, f.* EXCLUDE (customer_id, event_timestamp) FROM entities e
+        ASOF LEFT JOIN read_parquet('{settings.path("lake", "customer_features")}/*.parquet') f
+        ON CAST(e.customer_id AS VARCHAR) = CAST(f.customer_id AS VARCHAR) AND e.event_timestamp >= f.event_timestamp"""
+    ).df()
+    con.close()
+    timings["duckdb"] = time.perf_counter() - started
+    return timings
+
+
+def one_scale(customers: int, days: int, purchase_rate_multiplier: float = 1.0) -> dict:
     from fti_assets.demo import run_demo
     from fti_assets.settings import DEFAULT_CONFIG, load_settings
     from fti_assets_tests.conftest import dagster_instance
@@ -76,7 +134,13 @@ def one_scale(customers: int, days: int) -> dict:
         settings = load_settings(
             DEFAULT_CONFIG,
             data_dir=tmp,
-            simulator={"n_customers": customers, "days": days, "start": first.isoformat(), "seed": 7},
+            simulator={
+                "n_customers": customers,
+                "days": days,
+                "start": first.isoformat(),
+                "seed": 7,
+                "purchase_rate_multiplier": purchase_rate_multiplier,
+            },
             start_date=first.isoformat(),
             end_date=(first + timedelta(days=days - 1)).isoformat(),
         )
@@ -93,8 +157,16 @@ def one_scale(customers: int, days: int) -> dict:
         floor_seconds, floor_rows = duckdb_floor(
             settings.path("lake"), Path(tmp, "floor.parquet"), settings.active_window_days
         )
+        scoring_seconds, scoring_rows = plain_scoring(settings, Path(tmp, "scores.parquet"))
+        point_in_time = point_in_time_floor(settings)
+        purchases = seen["raw_transactions"]["dagster/row_count"]
     return {
         "customers": customers,
+        "days": days,
+        "purchases": purchases,
+        "scoring_seconds": scoring_seconds,
+        "scoring_rows": scoring_rows,
+        "point_in_time": point_in_time,
         "stage_seconds": seen["_stage_seconds"],
         "stage_rows": seen["_stage_rows"],
         "total_seconds": seen["_total_seconds"],
@@ -113,17 +185,33 @@ def peak_rss_gb() -> float:
 def report(results: list[dict]) -> str:
     lines = []
     for r in results:
+        stage = r["stage_seconds"]
+        inference_per_row = stage["batch_inference_job"] / max(r["stage_rows"]["batch_inference_job"], 1)
+        scoring_per_row = r["scoring_seconds"] / max(r["scoring_rows"], 1)
+        pit = r["point_in_time"]
         lines.append(
-            f"\n{r['customers']:,} customers: total {r['total_seconds']:.1f} s, peak RSS {r['peak_rss_gb']:.2f} GB; "
-            f"feature rows {r['feature_rows']:,}, DuckDB alone {r['floor_seconds']:.1f} s for {r['floor_rows']:,} "
-            f"rows: features stage {r['stage_seconds'][FEATURES_STAGE] / r['floor_seconds']:.1f}x the floor"
+            f"\n{r['customers']:,} customers x {r['days']} days, {r['purchases']:,} purchases: "
+            f"total {r['total_seconds']:.1f} s, peak RSS {r['peak_rss_gb']:.2f} GB"
+        )
+        lines.append(
+            f"- features: {r['feature_rows']:,} rows; DuckDB alone {r['floor_seconds']:.1f} s for "
+            f"{r['floor_rows']:,} rows: the features stage takes {stage[FEATURES_STAGE] / r['floor_seconds']:.1f}x"
+        )
+        lines.append(
+            f"- inference: plain scoring {r['scoring_seconds']:.1f} s for {r['scoring_rows']:,} rows: "
+            f"batch_inference_job takes {inference_per_row / scoring_per_row:.1f}x per row"
+        )
+        lines.append(
+            f"- point-in-time join of {pit['rows']:,} labels: ours {pit['ours']:.2f} s, Feast "
+            f"{pit['feast']:.2f} s, DuckDB ASOF {pit['duckdb']:.2f} s: ours {pit['ours'] / pit['duckdb']:.2f}x "
+            f"DuckDB's, Feast {pit['feast'] / pit['duckdb']:.2f}x"
         )
         lines.append("| stage | seconds | rows | rows/s | peak RSS after it, GB |")
         lines.append("|---|---|---|---|---|")
-        for stage, seconds in r["stage_seconds"].items():
-            rows = r["stage_rows"][stage]
-            peak = r["stage_peak_rss_gb"][stage]
-            lines.append(f"| {stage} | {seconds:.1f} | {rows:,} | {rows / max(seconds, 1e-9):,.0f} | {peak:.2f} |")
+        for name, seconds in stage.items():
+            rows = r["stage_rows"][name]
+            peak = r["stage_peak_rss_gb"][name]
+            lines.append(f"| {name} | {seconds:.1f} | {rows:,} | {rows / max(seconds, 1e-9):,.0f} | {peak:.2f} |")
     for a, b in zip(results, results[1:], strict=False):
         lines.append(f"\ngrowth {a['customers']:,} -> {b['customers']:,} customers (exponent: 1.0 is linear)")
         lines.append("| stage | time ratio | rows ratio | exponent |")
@@ -138,32 +226,49 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_one(customers: int, days: int, purchase_rate_multiplier: float) -> dict | None:
+    """One shape in a process of its own, so its peak RSS is its own."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", str(customers), "--days", str(days)]
+        + ["--purchase-rate-multiplier", str(purchase_rate_multiplier)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not found:
+        print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
+        return None
+    return json.loads(found[-1].removeprefix("RESULT "))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", type=float, nargs="+", default=[1, 4])
+    parser.add_argument("--scales", type=float, nargs="*", default=[1, 4])
     parser.add_argument("--customers", type=int, default=5000)
     parser.add_argument("--days", type=int, default=180)
-    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one scale, print JSON
+    parser.add_argument("--sparse", action="store_true", help="also 25,000 customers, 548 days, 3 purchases each")
+    parser.add_argument("--purchase-rate-multiplier", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one shape, print JSON
     args = parser.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(one_scale(args.one, args.days)))
+        print("RESULT " + json.dumps(one_scale(args.one, args.days, args.purchase_rate_multiplier)))
         return 0
     results = []
     for scale in args.scales:
         customers = int(args.customers * scale)
         print(f"scale {scale:g}: {customers:,} customers x {args.days} days", flush=True)
-        done = subprocess.run(
-            [sys.executable, __file__, "--one", str(customers), "--days", str(args.days)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        found = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-        if done.returncode or not found:
-            print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
+        if (result := run_one(customers, args.days, 1.0)) is None:
             return 1
-        results.append(json.loads(found[-1].removeprefix("RESULT ")))
-    print(report(results))
+        results.append(result)
+    text = report(results)
+    if args.sparse:
+        # 0.087 x the simulator's purchase rates: about 75,000 purchases, 3 per customer, as a real shop's log.
+        print("sparse: 25,000 customers x 548 days, about 3 purchases each", flush=True)
+        if (sparse := run_one(25_000, 548, 0.087)) is None:
+            return 1
+        text += "\n\nsparse long-history shape (target: at most 5 minutes)" + report([sparse])
+    print(text)
     return 0
 
 

@@ -165,6 +165,9 @@ class SimulatorSettings(_Strict):
     days: int = Field(default=180, ge=1)
     start: date = date(2026, 1, 1)
     seed: int = 42
+    purchase_rate_multiplier: float = Field(
+        default=1.0, gt=0, description="Scales every customer's purchase rate: below 1, a sparse purchase log."
+    )
     drift: DriftInjection | None = None
     available_days: int | None = Field(
         default=None, description="Write only the first N days to the source; the rest arrives later (demo-drift)."

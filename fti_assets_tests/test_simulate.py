@@ -152,6 +152,15 @@ def test_frequency_drift_scales_purchase_counts_after_from_day() -> None:
     assert after_share(drifted) / after_share(base) == pytest.approx(2.0, rel=0.1)
 
 
+def test_purchase_rate_multiplier_thins_purchases_and_keeps_who_churns() -> None:
+    size = dict(n_customers=3000, days=365, start=START, seed=4, bad_row_fraction=0)
+    base, sparse = simulate(**size), simulate(purchase_rate_multiplier=0.1, **size)
+    assert len(sparse.transactions) / len(base.transactions) == pytest.approx(0.1, rel=0.1)
+    pd.testing.assert_frame_equal(base.customers, sparse.customers)
+    with pytest.raises(ValueError, match="purchase_rate_multiplier"):
+        simulate(purchase_rate_multiplier=0, n_customers=10, days=10)
+
+
 def test_churn_drift_increases_churn() -> None:
     size = dict(n_customers=2000, days=90, start=START)
     base = simulate(seed=5, **size).customers["churned_on"].notna().sum()

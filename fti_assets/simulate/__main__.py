@@ -22,6 +22,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 1), help="YYYY-MM-DD")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--bad-row-fraction", type=float, default=0.005)
+    parser.add_argument(
+        "--purchase-rate-multiplier", type=float, default=1.0, help="below 1: a sparse purchase log (0.087: 3 each)"
+    )
     parser.add_argument("--drift-from-day", type=int, help="0-based day index from which the multipliers apply")
     parser.add_argument("--spend-multiplier", type=float, default=1.0)
     parser.add_argument("--frequency-multiplier", type=float, default=1.0)
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         drift=drift,
         bad_row_fraction=args.bad_row_fraction,
+        purchase_rate_multiplier=args.purchase_rate_multiplier,
     )
 
     url = make_url(args.url)

@@ -140,6 +140,7 @@ def simulate(
     seed: int = 42,
     drift: DriftSpec | None = None,
     bad_row_fraction: float = 0.005,
+    purchase_rate_multiplier: float = 1.0,
 ) -> SimulatedSource:
     """Simulate the retailer's `customers` and `transactions` source tables; deterministic for a seed.
 
@@ -152,6 +153,8 @@ def simulate(
         raise ValueError("drift.from_day must be >= 0")
     if not 0 <= bad_row_fraction < 1:
         raise ValueError("bad_row_fraction must be in [0, 1)")
+    if purchase_rate_multiplier <= 0:
+        raise ValueError("purchase_rate_multiplier must be positive")
 
     # Independent streams, so e.g. a frequency drift does not reshuffle churn or customer draws.
     rng_cust, rng_latent, rng_churn, rng_buy, rng_bad = (
@@ -175,7 +178,8 @@ def simulate(
     active = exposed & (day[None, :] < churn_day[:, None])
 
     weekday = (start.weekday() + day) % 7
-    lam = rate[:, None] * (WEEKLY_PATTERN[weekday] * freq_mult)[None, :] * active
+    # The multiplier thins (or thickens) purchases without changing who churns: a sparse long-history shop.
+    lam = (rate * purchase_rate_multiplier)[:, None] * (WEEKLY_PATTERN[weekday] * freq_mult)[None, :] * active
     counts = rng_buy.poisson(lam)
     cust_idx, day_idx = np.nonzero(counts)
     reps = counts[cust_idx, day_idx]
