@@ -189,3 +189,54 @@ def test_predictions_of_the_backfill_are_complete(world):
     predictions = build_definitions(settings).resources["predictions"]
     days = [d.isoformat() for d in pd.date_range(settings.start_date, settings.end_date).date]
     assert predictions.read_days(days)["as_of_day"].nunique() == len(days)
+
+
+def test_a_candidate_whose_scores_are_not_probabilities_is_not_promoted(world):
+    """Gates passed, but the registered version answers NaN: the probe refuses it, the champion stays."""
+    import mlflow
+    import numpy as np
+    from dagster import build_asset_context
+    from mlflow.models import infer_signature
+
+    settings, instance = world
+    defs = build_definitions(settings)
+    registry, feast = defs.resources["registry"], defs.resources["feast"]
+    champion = str(registry.champion().version)
+    features = feast.feature_columns(settings.feature_service)
+    version = instance.get_latest_materialization_event(AssetKey("training_dataset")).asset_materialization
+    dataset_version = version.metadata["dataset_version"].value
+    dataset = {
+        "path": str(settings.path("datasets", "training", f"{dataset_version}.parquet")),
+        "features": features,
+        "feature_service": settings.feature_service,
+    }
+
+    class AnswersNaN(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return np.full(len(model_input), np.nan)
+
+    example = pd.DataFrame([[1.0] * len(features)], columns=features)
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=AnswersNaN(),
+            signature=infer_signature(example, np.array([0.5])),
+            registered_model_name=registry.model_name,
+        )
+    candidate = {
+        "version": str(info.registered_model_version),
+        "gates": {"passed": True, "reason": "every gate passed"},
+        "champion_at_evaluation": champion,
+    }
+    result = defs.get_assets_def("champion_model")(
+        build_asset_context(instance=instance),
+        registry=registry,
+        feast=feast,
+        candidate_model=candidate,
+        training_dataset=dataset,
+    )
+    assert str(registry.champion().version) == champion
+    assert result.metadata["promoted"] is False
+    reason = result.metadata["reason"]
+    assert "probe rows" in reason and "not finite" in reason, reason

@@ -28,6 +28,7 @@ from fti_assets import tags as run_tags
 from fti_assets.features.transform import lookback_start
 from fti_assets.metadata import column_schema, preview
 from fti_assets.partitions import DaySlices, Progress, chunks, daily_partitions, run_days
+from fti_assets.probe import probe_failure
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource, days
 from fti_assets.resources.mlflow import VALIDATION_SCORES, ModelRegistryResource
@@ -51,6 +52,8 @@ GATE_CHECKS = {
     "fairness": "Recall and positive-prediction-rate gaps between customer groups within the bounds.",
 }
 LABELS = "churn_labels"
+# Rows a candidate scores before the alias moves to it; each score must be a probability.
+PROBE_ROWS = 256
 MODEL_CODE_VERSION = "2"
 # Kubernetes GPU limit for the PyTorch step; applied per step under the k8s_job_executor (deploy/).
 GPU_OP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
@@ -502,6 +505,27 @@ def build_training_assets(settings: ProjectSettings) -> list:
                 metadata={"reason": gate["reason"], "values": MetadataValue.json(gate["values"])},
             )
 
+    def _probe(registry: ModelRegistryResource, feast: FeastResource, version: str, dataset_info: dict):
+        """Why ``version`` cannot serve (its scores on probe rows are not probabilities), or None; and where
+        the rows came from. Probe rows: customers of the last test day as the online store serves them, or
+        their offline rows before the store's first write."""
+        test = _test_rows(dataset_info)
+        sample = test[test["event_timestamp"] == test["event_timestamp"].max()].head(PROBE_ROWS)
+        store = feast.store()
+        service = store.get_feature_service(dataset_info["feature_service"])
+        online = store.get_online_features(
+            features=service, entity_rows=[{"customer_id": c} for c in sample["customer_id"].astype(str)]
+        ).to_df()
+        online = online.dropna(subset=dataset_info["features"], how="all")
+        rows, origin = (online, "online store") if len(online) else (sample, "training dataset")
+        model = registry.load_model(version)
+        inputs = rows[model.metadata.get_input_schema().input_names()].astype("float64")
+        try:
+            scores = np.asarray(model.predict(inputs), dtype="float64").ravel()
+        except Exception as exc:  # a model that cannot score cannot serve: say why instead of failing the run
+            return f"scoring failed: {type(exc).__name__}: {exc}", origin
+        return probe_failure(scores, len(rows)), f"{len(rows)} rows from the {origin}"
+
     @asset(
         name="champion_model",
         group_name="training",
@@ -511,10 +535,18 @@ def build_training_assets(settings: ProjectSettings) -> list:
         description=(
             "Moves the MLflow alias `champion` to the candidate when every promotion gate passed (in any run: "
             "the gates are re-read here, not only enforced as blocking checks of the same run). Every alias "
-            "move is recorded in the registry: when, from, to, why. Inference serves what the alias points at."
+            "move is recorded in the registry: when, from, to, why. Before the move the candidate scores probe "
+            "rows (the online store's, else the last test day's): a score that is not a finite probability "
+            "refuses it. Inference serves what the alias points at."
         ),
     )
-    def champion_model(context: AssetExecutionContext, registry: ModelRegistryResource, candidate_model: dict):
+    def champion_model(
+        context: AssetExecutionContext,
+        registry: ModelRegistryResource,
+        feast: FeastResource,
+        candidate_model: dict,
+        training_dataset: dict,
+    ):
         current = registry.champion()
         gates = candidate_model["gates"]
         evaluated_against = candidate_model["champion_at_evaluation"]
@@ -529,6 +561,11 @@ def build_training_assets(settings: ProjectSettings) -> list:
             )
         else:
             promote, reason = gates["passed"], gates["reason"]
+        probe = "not run: the gates refused"
+        if promote:
+            failure, probe = _probe(registry, feast, candidate_model["version"], training_dataset)
+            if failure:
+                promote, reason = False, f"probe rows ({probe}): {failure}; the champion stays"
         move = registry.move_champion(candidate_model["version"], "promotion", reason) if promote else None
         champion = registry.champion()
         context.log.info(
@@ -540,6 +577,7 @@ def build_training_assets(settings: ProjectSettings) -> list:
                 "candidate_version": candidate_model["version"],
                 "promoted": promote,
                 "reason": reason,
+                "probe": probe,
                 "previous_champion": current_version or "none",
                 "alias_move": MetadataValue.json(move or {}),
                 "feature_service": champion.tags.get("feature_service", "") if champion else "",
