@@ -17,6 +17,7 @@ from dagster import DagsterInstance
 from fti_assets.definitions import JOBS, build_definitions
 from fti_assets.monitoring.drift_gate import HeldBack
 from fti_assets.monitoring.sensors import PARTITION_RANGE_END, PARTITION_RANGE_START
+from fti_assets.recovery import recover, run_worker_tags
 from fti_assets.settings import ProjectSettings, load_settings
 
 # The assets' own progress lines, without Dagster's per-event debug lines.
@@ -29,7 +30,14 @@ def simulated_source(settings: ProjectSettings):
 
     spec = settings.simulator
     drift = DriftSpec(**spec.drift.model_dump()) if spec.drift else None
-    return simulate(n_customers=spec.n_customers, days=spec.days, start=spec.start, seed=spec.seed, drift=drift)
+    return simulate(
+        n_customers=spec.n_customers,
+        days=spec.days,
+        start=spec.start,
+        seed=spec.seed,
+        drift=drift,
+        purchase_rate_multiplier=spec.purchase_rate_multiplier,
+    )
 
 
 def fill_simulated_source(settings: ProjectSettings, fresh: bool) -> str:
@@ -85,15 +93,34 @@ def _run_metadata(result) -> dict[str, dict]:
     return seen
 
 
+def stage_days(settings: ProjectSettings, defs) -> tuple[str, str]:
+    """The first and last day of the partitioned stages: only days the source has completely (a later day
+    exists); the drift demo lets the rest arrive later."""
+    last = defs.resources["source"].last_complete_day(datetime.now(UTC), settings.end_date) or settings.end_date
+    return settings.start_date.isoformat(), last.isoformat()
+
+
+def run_stage(defs, job_name: str, instance: DagsterInstance, days: tuple[str, str]):
+    """One run of a stage job in this process, tagged with the process so that a later `recover` can tell
+    when it died. A partitioned stage is one run over the whole range: each day still gets its own metadata,
+    version and check results."""
+    tags = {PARTITION_RANGE_START: days[0], PARTITION_RANGE_END: days[1]} if job_name in PARTITIONED_JOBS else {}
+    return defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, tags={**tags, **run_worker_tags()}, run_config=QUIET, raise_on_error=True
+    )
+
+
 def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool = False, out=print) -> dict:
     """Run every stage job once; return the metadata of each asset's materialization by name."""
     started = time.perf_counter()
+    # Runs an earlier, killed demo left behind would hold the `gpu` pool slot: the training step would wait forever.
+    recovered = recover(instance, settings)
+    if recovered:
+        out(f"[recovery] {recovered.describe()}")
     if settings.simulator is not None:
         out(f"[source] {fill_simulated_source(settings, fresh)}")
     defs = build_definitions(settings)
-    # Only days the source has completely (a later day exists); the drift demo lets the rest arrive later.
-    last = defs.resources["source"].last_complete_day(datetime.now(UTC), settings.end_date) or settings.end_date
-    first_day, last_day = settings.start_date.isoformat(), last.isoformat()
+    first_day, last_day = stage_days(settings, defs)
     seen: dict[str, dict] = {}
     stage_seconds: dict[str, float] = {}
     stage_rows: dict[str, int] = {}
@@ -101,10 +128,7 @@ def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool =
         stage_started = time.perf_counter()
         assets = sorted(key.to_user_string() for key in selection.resolve(defs.resolve_asset_graph()))
         out(f"[{job_name}] running {', '.join(assets)}")
-        job = defs.resolve_job_def(job_name)
-        # One run over the whole range: each day still gets its own metadata, version and check results.
-        tags = {PARTITION_RANGE_START: first_day, PARTITION_RANGE_END: last_day} if job_name in PARTITIONED_JOBS else {}
-        result = job.execute_in_process(instance=instance, tags=tags, run_config=QUIET, raise_on_error=True)
+        result = run_stage(defs, job_name, instance, (first_day, last_day))
         produced = _run_metadata(result)
         seen.update(produced)
         if job_name == "batch_inference_job":

@@ -17,6 +17,7 @@ from dagster import DagsterInstance, RunsFilter, build_sensor_context
 from fti_assets.definitions import build_definitions
 from fti_assets.demo import QUIET, run_demo, simulated_source
 from fti_assets.monitoring.drift_gate import HeldBack
+from fti_assets.recovery import run_worker_tags
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings, load_settings
 from fti_assets.simulate import append_transactions
 
@@ -57,7 +58,7 @@ class SensorHarness:
             result = job.execute_in_process(
                 instance=self.instance,
                 partition_key=request.partition_key,
-                tags=tags,
+                tags={**tags, **run_worker_tags()},
                 run_config=request.run_config or QUIET,
                 raise_on_error=False,
             )

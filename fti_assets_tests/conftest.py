@@ -14,7 +14,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
 from fti_assets.settings import DEFAULT_CONFIG, PROJECT_ROOT, ProjectSettings, load_settings  # noqa: E402
 
 DAYS = 130
-REAL_SAMPLE = PROJECT_ROOT.parent / "shared" / "data" / "online_retail_ii_sample.csv"
+REAL_SAMPLE = PROJECT_ROOT / "data_samples" / "online_retail_ii_sample.csv"
 
 
 def small_settings(data_dir: Path, **overrides) -> ProjectSettings:
@@ -87,6 +87,16 @@ def materialized(tmp_path_factory, name: str, settings_for, run) -> tuple:
     instance = dagster_instance(data / "dagster_home")
     lines: list[str] = []
     return settings, instance, run(settings, instance, out=lines.append), lines
+
+
+@pytest.fixture(scope="session")
+def e2e(tmp_path_factory):
+    """`make demo` at test size, run once: what the end-to-end tests read and a killed-and-rerun demo must equal."""
+    from fti_assets.demo import run_demo
+
+    settings, instance, seen, lines = materialized(tmp_path_factory, "e2e", small_settings, run_demo)
+    yield settings, instance, seen, lines
+    instance.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -12,18 +12,11 @@ import pytest
 from dagster import AssetKey
 
 from fti_assets.definitions import JOBS, build_definitions
-from fti_assets.demo import run_demo, summary
+from fti_assets.demo import summary
 from fti_assets.training.dataset import assign_split, split_by_time, stride_sample
-from fti_assets_tests.conftest import DAYS, materialized, small_settings
+from fti_assets_tests.conftest import DAYS, small_settings
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory):
-    settings, instance, seen, lines = materialized(tmp_path_factory, "e2e", small_settings, run_demo)
-    yield settings, instance, seen, lines
-    instance.dispose()
 
 
 def latest_materialization(instance, asset: str, partition: str | None = None):

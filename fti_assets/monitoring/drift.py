@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from fti_assets.recovery import temp_prefix
+
 if TYPE_CHECKING:
     from evidently.core.report import Snapshot
 
@@ -302,7 +304,7 @@ def _sample(frame: pd.DataFrame, settings: DriftSettings) -> pd.DataFrame:
 def _write_atomically(path: Path, text: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)

@@ -18,6 +18,7 @@ from dagster import AssetObservation, MetadataValue
 
 from fti_assets.monitoring.drift import DriftSettings, evaluate_drift, write_drift_report
 from fti_assets.partitions import DayCheck
+from fti_assets.recovery import temp_prefix
 from fti_assets.settings import ProjectSettings
 
 DRIFT_CHECK = "feature_drift"
@@ -63,7 +64,7 @@ class DayVerdict:
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(payload, f, indent=2, default=str)
     os.replace(tmp, path)

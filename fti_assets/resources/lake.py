@@ -11,11 +11,13 @@ import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from fti_assets.recovery import temp_prefix
+
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
     """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     os.close(fd)
     try:
         frame.to_parquet(tmp, index=False)

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fti_assets.recovery import temp_prefix
 from fti_assets.versioning import StreamingVersion
 
 
@@ -65,7 +66,7 @@ class VersionedParquetWriter:
     def __init__(self, folder: Path):
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".dataset.", suffix=".tmp")
+        fd, name = tempfile.mkstemp(dir=folder, prefix=temp_prefix(folder / "dataset"), suffix=".tmp")
         os.close(fd)
         self._tmp = Path(name)
         self._writer: pq.ParquetWriter | None = None
