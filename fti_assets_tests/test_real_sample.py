@@ -12,8 +12,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def retail(tmp_path_factory):
-    if not REAL_SAMPLE.exists():
-        pytest.skip(f"real sample not found at {REAL_SAMPLE}")
     data = tmp_path_factory.mktemp("retail")
     # The project's own config file for this source; only the date range is narrowed to keep the test short.
     settings = load_settings(

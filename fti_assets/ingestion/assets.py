@@ -7,8 +7,10 @@ from dagster import (
     AssetCheckKey,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
     BackfillPolicy,
     DataVersion,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -16,17 +18,21 @@ from dagster import (
 
 from fti_assets.ingestion.standardize import (
     customers_from_transactions,
+    normalize_ids,
     standardize_customers,
     standardize_transactions,
 )
 from fti_assets.metadata import column_schema, table_metadata
+from fti_assets.monitoring.quality import history_days, new_version_issues
 from fti_assets.partitions import (
     DayCheck,
     DaySlices,
     daily_freshness,
     daily_partitions,
+    day_check_evaluations,
     day_check_events,
     run_days,
+    withhold_days,
 )
 from fti_assets.resources.lake import LakeResource, write_parquet_atomic
 from fti_assets.resources.source import SourceResource
@@ -35,71 +41,162 @@ from fti_assets.versioning import frame_version
 
 OWNERS = ["team:data-engineering"]
 QUARANTINE = "quarantine/raw_transactions"
+REQUIRED = ["transaction_id", "customer_id", "ts", "amount"]
+ACCOUNTING_CHECK, QUALITY_CHECK = "rows_accounted_for", "raw_data_quality"
+KEPT, NOT_WRITTEN = ": not published, the previous version stays", ": not published, the day stays unwritten"
 
 
 def build_ingestion_assets(settings: ProjectSettings) -> list:
+    partitions = daily_partitions(settings)
+    monitoring = settings.monitoring
+
     @asset(
         name="raw_transactions",
         freshness_policy=daily_freshness(),
         group_name="ingestion",
-        partitions_def=daily_partitions(settings),
+        partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         kinds={"sql", "pandas", "parquet"},
         owners=OWNERS,
-        code_version="1",
+        code_version="2",
         check_specs=[
             AssetCheckSpec(
-                "rows_accounted_for",
+                ACCOUNTING_CHECK,
                 asset="raw_transactions",
                 description="Every row read is accepted or quarantined: accepted + quarantined == read.",
                 blocking=True,
-                partitions_def=daily_partitions(settings),
-            )
+                partitions_def=partitions,
+            ),
+            AssetCheckSpec(
+                QUALITY_CHECK,
+                asset="raw_transactions",
+                description=(
+                    "Judged on each day's new version before it is published: no nulls in ids, times and amounts; "
+                    "amounts finite and positive; the row count is no outage or double load (below "
+                    "monitoring.row_count_ratio_bounds[0] or above [1] times the median of the same weekday in "
+                    "the 4 weeks before) and keeps most of the rows of the day's published version. A failing "
+                    "day is not published: its previous version stays."
+                ),
+                blocking=True,
+                partitions_def=partitions,
+            ),
         ],
         description=(
             "Purchase transactions of one day from the source, mapped to the standard schema (configuration, "
             "not code), typed, in UTC and deduplicated by transaction id. Bad rows go to "
-            "`quarantine/raw_transactions/<day>.parquet` with a reason; none are dropped."
+            "`quarantine/raw_transactions/<day>.parquet` with a reason; none are dropped. A day's new version "
+            "is published only when raw_data_quality passes on it; an empty source is refused whole."
         ),
     )
     def raw_transactions(context: AssetExecutionContext, source: SourceResource, lake: LakeResource):
         first, end = run_days(context)
+        now = pd.Timestamp.now(tz="UTC")
         context.log.info(f"reading {source.description} for {first} .. {end}")
-        frame = source.read_transactions(first, end)
-        batch = standardize_transactions(
-            frame, source.columns, source.timezone, now=pd.Timestamp.now(tz="UTC"), day_range=(first, end)
-        )
+        frame = source.read_transactions(first, end, now)
+        if frame.empty and source.is_empty():
+            raise Failure(
+                description=(
+                    f"{source.description} holds no transactions: an empty source is an outage, not data. "
+                    "Nothing was written; every published day keeps its version."
+                )
+            )
+        batch = standardize_transactions(frame, source.columns, source.timezone, now=now, day_range=(first, end))
         accepted = batch.accepted.sort_values(["day", "ts", "transaction_id"]).reset_index(drop=True)
         quarantined = batch.quarantined
         placed = quarantined[quarantined["day"].notna()].sort_values("day", kind="stable").reset_index(drop=True)
         accepted_days, quarantined_days = DaySlices.of(accepted, "day"), DaySlices.of(placed, "day")
         day_keys = context.partition_keys
+
+        # Each day's new version is judged before it is published: a failing day keeps the version it had.
+        published = lake.row_counts(
+            "raw_transactions", history_days(first) + [date.fromisoformat(key) for key in day_keys]
+        )
+        issues = new_version_issues(
+            accepted,
+            day_keys,
+            published,
+            REQUIRED,
+            ["amount"],
+            monitoring.row_count_ratio_bounds,
+            monitoring.row_count_min_median,
+        )
+        quality = {
+            key: DayCheck(
+                passed=not found,
+                metadata={
+                    "rows": accepted_days.count(key),
+                    "published_rows": published.get(key, 0),
+                    "issues": MetadataValue.json(found),
+                },
+                description="; ".join(found) + (KEPT if key in published else NOT_WRITTEN) if found else None,
+            )
+            for key, found in issues.items()
+        }
+        withheld = {key: check.description for key, check in quality.items() if not check.passed}
+        quality_key = AssetCheckKey(context.asset_key, QUALITY_CHECK)
+        if len(withheld) == len(day_keys):
+            yield from day_check_evaluations(context.instance, quality_key, quality, blocking=True)
+            raise Failure(
+                description=f"no day of {first} .. {end} is published: "
+                + "; ".join(f"{key}: {why}" for key, why in list(withheld.items())[:5])
+                + (f"; and {len(withheld) - 5} more days" if len(withheld) > 5 else ""),
+                metadata={"withheld_days": MetadataValue.json(withheld)},
+            )
+
         for key in day_keys:
-            day = date.fromisoformat(key)
-            lake.write_day("raw_transactions", day, accepted_days.rows(key))
-            lake.write_day(QUARANTINE, day, quarantined_days.rows(key))
-        unplaceable = quarantined[quarantined["day"].isna()]
-        if len(unplaceable):
-            # Rows without a usable time belong to no day; a file source re-reads them whole every run.
-            write_parquet_atomic(unplaceable.reset_index(drop=True), lake.table_path(f"{QUARANTINE}_unplaceable"))
+            if key not in withheld:
+                day = date.fromisoformat(key)
+                lake.write_day("raw_transactions", day, accepted_days.rows(key))
+                lake.write_day(QUARANTINE, day, quarantined_days.rows(key))
+        # Rows no day holds: without a usable time, or future-dated beyond the range. Replaced every run.
+        stray = pd.concat([quarantined[quarantined["day"].isna()], batch.beyond_range], ignore_index=True)
+        stray_path = lake.table_path(f"{QUARANTINE}_unplaceable")
+        if len(stray) or stray_path.exists():
+            write_parquet_atomic(stray, stray_path)
+        if withheld:
+            context.log.warning(f"{len(withheld)} days not published: {withheld}")
+            withhold_days(context, withheld)
+            for key, why in withheld.items():
+                yield AssetObservation(
+                    asset_key=context.asset_key,
+                    partition=key,
+                    description=f"New version not published: {why}",
+                    metadata={"withheld": True, "reason": why, **quality[key].metadata},
+                )
         outside = source.count_outside_range(settings.start_date, settings.end_exclusive)
         if outside:
             context.log.warning(
-                f"{outside} source rows have no time or one outside {settings.start_date} .. {settings.end_date}: "
-                "no partition reads them"
+                f"{outside} source rows have a time outside {settings.start_date} .. {settings.end_date}: no "
+                f"partition reads them; {len(batch.beyond_range)} of them, dated in the future, are quarantined"
             )
         accounted = len(accepted) + len(quarantined) == batch.rows_read
         context.log.info(f"{batch.rows_read} rows read: {len(accepted)} accepted, {len(quarantined)} quarantined")
 
+        # Flagged, not quarantined: a customer table is a snapshot, and a new customer buys before it is refreshed.
+        known = source.read_customer_ids()
+        unknown = ~accepted["customer_id"].isin(normalize_ids(known)) if known is not None else False
+        unknown_rows = int(pd.Series(unknown).sum())
+        if unknown_rows:
+            context.log.warning(f"{unknown_rows} accepted rows name customers missing from {source.customers.table}")
+
         # Each day's own figures, from one grouping of the run's rows.
-        by_day = accepted.groupby("day").agg(customers=("customer_id", "nunique"), total_amount=("amount", "sum"))
+        by_day = (
+            accepted.assign(unknown_customer=unknown)
+            .groupby("day")
+            .agg(
+                customers=("customer_id", "nunique"),
+                total_amount=("amount", "sum"),
+                rows_unknown_customer=("unknown_customer", "sum"),
+            )
+        )
         by_day = by_day.round({"total_amount": 2}).to_dict(orient="index")
         reasons: dict[str, dict[str, int]] = {}
         for (key, reason), count in placed.groupby(["day", "reason"]).size().items():
             reasons.setdefault(key, {})[reason] = int(count)
+        published_keys = [key for key in day_keys if key not in withheld]
         accepted_days.report(
             context,
-            day_keys,
+            published_keys,
             {
                 key: {
                     **by_day.get(key, {}),
@@ -107,27 +204,30 @@ def build_ingestion_assets(settings: ProjectSettings) -> list:
                     "quarantine_reasons": MetadataValue.json(reasons.get(key, {})),
                     "file": MetadataValue.path(str(lake.day_path("raw_transactions", date.fromisoformat(key)))),
                 }
-                for key in day_keys
+                for key in published_keys
             },
         )
-        rows_accounted = AssetCheckKey(context.asset_key, "rows_accounted_for")
         run_totals = {
             "run_rows_read": batch.rows_read,
             "run_rows_accepted": len(accepted),
             "run_rows_quarantined": len(quarantined),
-            "run_rows_without_day": len(unplaceable),
+            "run_rows_without_day": int(quarantined["day"].isna().sum()),
+            "run_rows_unknown_customer": unknown_rows,
+            "run_days_withheld": len(withheld),
         }
         yield MaterializeResult(
             metadata={
                 "dagster/column_schema": column_schema(accepted),
                 "run_days": f"{first} .. {end}",
                 "source_rows_outside_date_range": outside,
+                "source_rows_outside_date_range_quarantined": len(batch.beyond_range),
+                **({"withheld_days": MetadataValue.json(withheld)} if withheld else {}),
             }
         )
         # The accounting holds for the run's read as a whole; each day reports it with its own counts.
         yield from day_check_events(
             context,
-            rows_accounted,
+            AssetCheckKey(context.asset_key, ACCOUNTING_CHECK),
             {
                 key: DayCheck(
                     passed=accounted,
@@ -141,6 +241,12 @@ def build_ingestion_assets(settings: ProjectSettings) -> list:
             },
             blocking=True,
         )
+        # A withheld day's failure is reported without failing the run: the day was not published, the other
+        # days were, and the failure stays on the day's check until a new version passes.
+        yield from day_check_evaluations(
+            context.instance, quality_key, {key: quality[key] for key in withheld}, blocking=False
+        )
+        yield from day_check_events(context, quality_key, {key: quality[key] for key in published_keys}, blocking=True)
 
     @asset(
         name="raw_customers",

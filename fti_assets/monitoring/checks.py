@@ -1,12 +1,12 @@
-"""Asset checks: data quality of raw and feature days, feature drift (blocking), prediction drift."""
+"""Asset checks: data quality of feature days, feature drift, prediction drift. (The raw data's checks are
+judged by `raw_transactions` itself, before a day is published: see `fti_assets.ingestion.assets`.)"""
 
-from datetime import date, timedelta
+from datetime import date
 
 import pandas as pd
-import pyarrow.parquet as pq
 from dagster import AssetCheckExecutionContext, AssetCheckSeverity, MetadataValue, asset_check
 
-from fti_assets.monitoring.drift import evaluate_drift
+from fti_assets.monitoring.drift import NoRowsToCompare, evaluate_drift
 from fti_assets.monitoring.drift_gate import (
     DRIFT_CHECK,
     FEATURE_TABLE,
@@ -16,7 +16,7 @@ from fti_assets.monitoring.drift_gate import (
     drift_settings,
     in_training_period,
 )
-from fti_assets.monitoring.quality import WEEKS, quality_issues
+from fti_assets.monitoring.quality import value_issues
 from fti_assets.partitions import DayCheck, daily_partitions, day_check_events
 from fti_assets.resources.lake import LakeResource
 from fti_assets.resources.mlflow import ModelRegistryResource
@@ -25,32 +25,13 @@ from fti_assets.settings import ProjectSettings
 
 
 def _day_quality(
-    lake: LakeResource,
-    asset: str,
-    days: list[str],
-    required: list[str],
-    non_negative: list[str],
-    settings: ProjectSettings,
-    judge_row_counts: bool = True,
+    lake: LakeResource, asset: str, days: list[str], required: list[str], non_negative: list[str]
 ) -> dict[str, DayCheck]:
-    """A result per day; the row-count rule compares each day with the same weekday of the weeks before."""
-    lookback = 7 * WEEKS
-    first = date.fromisoformat(days[0]) - timedelta(days=lookback)
-    counts = {d.isoformat(): 0 for d in (first + timedelta(days=i) for i in range(lookback + len(days)))}
-    if judge_row_counts:  # each count reads a file's footer
-        for day in counts:
-            path = lake.day_path(asset, date.fromisoformat(day))
-            if path.exists():
-                counts[day] = pq.ParquetFile(path).metadata.num_rows
-    ordered = list(counts)
+    """A result per day: nulls and value ranges of the day's rows."""
     results = {}
     for day in days:
         frame = pd.read_parquet(lake.day_path(asset, date.fromisoformat(day)))
-        history = [counts[d] for d in ordered[: ordered.index(day)]] if judge_row_counts else []
-        monitoring = settings.monitoring
-        found = quality_issues(
-            frame, required, non_negative, history, monitoring.row_count_ratio_bounds, monitoring.row_count_min_median
-        )
+        found = value_issues(frame, required, non_negative)
         results[day] = DayCheck(
             passed=not found,
             metadata={"rows": len(frame), "issues": MetadataValue.json(found)},
@@ -61,28 +42,6 @@ def _day_quality(
 
 def build_monitoring_checks(settings: ProjectSettings) -> list:
     partitions = daily_partitions(settings)
-
-    @asset_check(
-        asset="raw_transactions",
-        name="raw_data_quality",
-        partitions_def=partitions,
-        blocking=True,
-        description="No nulls in ids, times and amounts; amounts finite and positive; row count not anomalous.",
-    )
-    def raw_data_quality(context: AssetCheckExecutionContext, lake: LakeResource):
-        yield from day_check_events(
-            context,
-            context.check_specs[0].key,
-            _day_quality(
-                lake,
-                "raw_transactions",
-                context.partition_keys,
-                ["transaction_id", "customer_id", "ts", "amount"],
-                ["amount"],
-                settings,
-            ),
-            blocking=True,
-        )
 
     @asset_check(
         asset=FEATURE_TABLE,
@@ -97,13 +56,7 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
         # Feature rows are the active population: it grows through the look-back's warm-up and shrinks
         # with churn, smoothly; a broken load shows in the raw check's row counts.
         results = _day_quality(
-            lake,
-            FEATURE_TABLE,
-            context.partition_keys,
-            ["customer_id", *FEATURE_COLUMNS],
-            FEATURE_COLUMNS,
-            settings,
-            False,
+            lake, FEATURE_TABLE, context.partition_keys, ["customer_id", *FEATURE_COLUMNS], FEATURE_COLUMNS
         )
         yield from day_check_events(context, context.check_specs[0].key, results, blocking=True)
 
@@ -124,8 +77,16 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
     )
     def feature_drift(context: AssetCheckExecutionContext, registry: ModelRegistryResource):
         gate = DriftGate(settings, registry.champion())
-        # The features were just written: judge them afresh rather than trust an older verdict.
-        verdicts = [gate.verdict(day, refresh=True) for day in context.partition_keys]
+        # The features were just written: judge them afresh rather than trust an older verdict. A day without
+        # feature rows (nobody active in the window) has nothing to compare: skipped, with the reason logged.
+        verdicts, empty = [], []
+        for day in context.partition_keys:
+            try:
+                verdicts.append(gate.verdict(day, refresh=True))
+            except NoRowsToCompare:
+                empty.append(day)
+        if empty:
+            context.log.warning(f"{len(empty)} days have no feature rows, nothing to compare: {', '.join(empty)}")
         reported = gate.report_most_drifted(verdicts)
         held_back = HeldBack(settings)
         for verdict in reported.values():
@@ -181,4 +142,4 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
             context.log.info(f"{skipped} days not compared: no champion, or no predictions of the champion")
         yield from day_check_events(context, context.check_specs[0].key, results, blocking=False)
 
-    return [raw_data_quality, feature_data_quality, feature_drift, prediction_drift]
+    return [feature_data_quality, feature_drift, prediction_drift]

@@ -32,6 +32,11 @@ _ORDER_FREE_METHODS = frozenset({"wasserstein", "ks"})
 _EXACT_RECHECK_BAND = 1e-9
 
 
+class NoRowsToCompare(ValueError):
+    """One side of a drift evaluation has no rows (a day without feature rows): there is no verdict to give,
+    so callers report the day as not compared instead of failing."""
+
+
 @dataclass(frozen=True)
 class DriftSettings:
     """The pinned drift method and thresholds (names and semantics as Evidently's stat tests)."""
@@ -226,7 +231,7 @@ def _check_inputs(reference: pd.DataFrame, current: pd.DataFrame, columns: list[
         raise ValueError(f"duplicate columns given for drift evaluation: {columns}")
     for side, frame in (("reference", reference), ("current", current)):
         if len(frame) == 0:
-            raise ValueError(f"the {side} data has no rows")
+            raise NoRowsToCompare(f"the {side} data has no rows: nothing to compare")
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise ValueError(f"the {side} data lacks columns {missing}")

@@ -130,6 +130,8 @@ class DriftGate:
             if not feature_file.exists():
                 return DayVerdict(day, NO_FEATURES, self.model_version, now)
             features = pd.read_parquet(feature_file)
+        if features.empty:  # a day nobody was active: nothing to compare, and nothing to score
+            return DayVerdict(day, NO_FEATURES, self.model_version, now)
         result = evaluate_drift(
             reference.features, features, self.monitored_columns(reference), drift_settings(self.settings)
         )

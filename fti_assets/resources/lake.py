@@ -54,6 +54,14 @@ class LakeResource(ConfigurableResource):
             return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
         return pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
 
+    def row_counts(self, asset: str, days_wanted: list[date]) -> dict[str, int]:
+        """Rows of each written day among ``days_wanted`` (from the files' footers), by ISO day; days never
+        written are absent."""
+        import pyarrow.parquet as pq
+
+        paths = {d.isoformat(): self.day_path(asset, d) for d in days_wanted}
+        return {day: pq.ParquetFile(path).metadata.num_rows for day, path in paths.items() if path.exists()}
+
     def written_days(self, asset: str) -> list[date]:
         folder = Path(self.root, asset)
         if not folder.exists():

@@ -7,6 +7,8 @@ import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
+from fti_assets.settings import MAX_ID_LENGTH
+
 PREDICTION_COLUMNS = [
     "customer_id",
     "as_of_day",
@@ -47,7 +49,7 @@ class PredictionStoreResource(ConfigurableResource):
         table = Table(
             self.table,
             metadata,
-            Column("customer_id", String(64), nullable=False),
+            Column("customer_id", String(MAX_ID_LENGTH), nullable=False),  # longer ids are quarantined at ingestion
             Column("as_of_day", String(10), nullable=False),
             Column("event_timestamp", DateTime(timezone=True), nullable=False),
             Column("score", Float, nullable=False),
