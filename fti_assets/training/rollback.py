@@ -79,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from dagster import DagsterInstance
 
-    from fti_assets.definitions import defs
+    from fti_assets.resources.build import build_resources
+    from fti_assets.settings import load_settings
 
+    # The resources the Definitions give the job, from the same settings (FTI_CONFIG), without the asset graph.
+    resources = build_resources(load_settings())
     with DagsterInstance.get() as instance:
-        result = defs.resolve_job_def("rollback_job").execute_in_process(
+        result = rollback_job.execute_in_process(
             instance=instance,
             run_config={"ops": {"rollback_champion": {"config": {"version": args.version, "reason": args.reason}}}},
+            resources={name: resources[name] for name in ("registry", "feast")},
             raise_on_error=False,
         )
     if not result.success:

@@ -1,0 +1,192 @@
+"""The candidate models: a logistic-regression baseline and a PyTorch MLP, each logged to MLflow with its
+validation and test metrics and the scorer that serves it."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MetadataValue, Output, asset
+from pydantic import Field
+
+from fti_assets.resources.mlflow import VALIDATION_SCORES
+from fti_assets.settings import ProjectSettings
+from fti_assets.training.assets.common import (
+    GPU_OP_TAGS,
+    MODEL_CODE_VERSION,
+    OWNERS,
+    pip_requirements,
+    split_arrays,
+)
+from fti_assets.training.models import (
+    TrainedModel,
+    best_f1_threshold,
+    classification_metrics,
+    train_mlp,
+    train_sklearn_baseline,
+)
+
+# The scorer stored with every model: what serving and batch inference load.
+SCORER_FILE = Path(__file__).parent.parent / "scorer.py"
+
+
+class SklearnConfig(Config):
+    c: float = Field(default=1.0, description="Inverse regularization strength of the logistic regression.")
+    seed: int = 7
+
+
+class MlpConfig(Config):
+    hidden: list[int] = Field(default=[64, 32], description="Hidden layer widths.")
+    max_epochs: int = Field(default=30, ge=1, description="Upper bound; early stopping usually ends sooner.")
+    patience: int = Field(default=3, ge=1, description="Epochs without a better validation loss before stopping.")
+    batch_size: int = 1024
+    learning_rate: float = 2e-3
+    seed: int = 7
+
+
+def evaluate_and_log(context, model: TrainedModel, dataset_info: dict) -> dict:
+    """Score validation and test, log params/metrics/model to a nested MLflow run, return the summary."""
+    import mlflow as mlflow_lib
+    from mlflow.models import infer_signature
+
+    features = dataset_info["features"]
+    x_val, y_val = split_arrays(dataset_info, "validation")
+    x_test, y_test = split_arrays(dataset_info, "test")
+    val_scores, test_scores = model.predict(x_val), model.predict(x_test)
+    threshold = best_f1_threshold(y_val, val_scores)
+    model.spec["threshold"] = threshold
+    model.spec_path.write_text(json.dumps(model.spec))
+    metrics = {
+        **{f"validation_{k}": v for k, v in classification_metrics(y_val, val_scores, threshold).items()},
+        **{f"test_{k}": v for k, v in classification_metrics(y_test, test_scores, threshold).items()},
+        "threshold": threshold,
+        "train_seconds": model.train_seconds,
+    }
+    mlflow = context.resources.mlflow
+    with mlflow.start_run(run_name=f"{model.kind}-{dataset_info['version']}", nested=True) as run:
+        mlflow.log_params({**model.params, "training_dataset_version": dataset_info["version"]})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        # The validation scores are the reference of the prediction-drift check.
+        scores_path = model.spec_path.with_name(VALIDATION_SCORES)
+        pd.DataFrame({"score": val_scores}).to_parquet(scores_path, index=False)
+        mlflow.log_artifact(str(scores_path))
+        # Floats: the scorer reads every feature as float64, and missing values stay representable.
+        example = pd.DataFrame(x_val[:5], columns=features)
+        info = mlflow_lib.pyfunc.log_model(
+            name="model",
+            python_model=str(SCORER_FILE),
+            artifacts=model.artifacts,
+            signature=infer_signature(example, model.predict(example.to_numpy())),
+            input_example=example,
+            # Naming the requirements skips MLflow's slow requirement inference.
+            pip_requirements=pip_requirements(model.kind),
+        )
+    context.log.info(
+        f"{model.kind}: validation PR-AUC {metrics['validation_pr_auc']:.3f}, "
+        f"test PR-AUC {metrics['test_pr_auc']:.3f}, ROC-AUC {metrics['test_roc_auc']:.3f}"
+    )
+    return {
+        "kind": model.kind,
+        "run_id": run.info.run_id,
+        "model_uri": info.model_uri,
+        "metrics": metrics,
+    }
+
+
+def model_output(context, summary: dict) -> Output:
+    metrics = summary["metrics"]
+    return Output(
+        summary,
+        metadata={
+            "mlflow_run": MetadataValue.url(context.resources.registry.run_url(summary["run_id"])),
+            "model_uri": summary["model_uri"],
+            # One number per metric, so each plots across materializations in the UI.
+            **{name: float(value) for name, value in metrics.items()},
+        },
+    )
+
+
+def build_sklearn_model(settings: ProjectSettings) -> AssetsDefinition:
+    @asset(
+        name="sklearn_model",
+        group_name="training",
+        required_resource_keys={"mlflow", "registry"},
+        kinds={"scikitlearn", "mlflow"},
+        owners=OWNERS,
+        code_version=MODEL_CODE_VERSION,
+        description="Standardized logistic regression baseline, trained on the train period and logged to MLflow.",
+    )
+    def sklearn_model(context: AssetExecutionContext, config: SklearnConfig, training_dataset: dict):
+        x, y = split_arrays(training_dataset, "train")
+        out_dir = settings.path("models", f"sklearn-{context.run.run_id}")
+        model = train_sklearn_baseline(x, y, training_dataset["features"], out_dir, seed=config.seed, c=config.c)
+        return model_output(context, evaluate_and_log(context, model, training_dataset))
+
+    return sklearn_model
+
+
+def build_mlp_model(settings: ProjectSettings) -> AssetsDefinition:
+    @asset(
+        name="mlp_model",
+        group_name="training",
+        required_resource_keys={"mlflow", "registry", "torch_device"},
+        kinds={"pytorch", "mlflow"},
+        owners=OWNERS,
+        code_version=MODEL_CODE_VERSION,
+        pool="gpu",
+        op_tags=GPU_OP_TAGS,
+        description=(
+            "PyTorch MLP on the same data; trains on CUDA when present, else the CPU. Runs in the `gpu` "
+            "concurrency pool and carries a Kubernetes GPU limit for the k8s executor."
+        ),
+    )
+    def mlp_model(context: AssetExecutionContext, config: MlpConfig, training_dataset: dict):
+        x, y = split_arrays(training_dataset, "train")
+        x_val, y_val = split_arrays(training_dataset, "validation")
+        device = context.resources.torch_device.device()
+        context.log.info(f"training the MLP on {device}: {len(x)} rows, at most {config.max_epochs} epochs")
+
+        def log_epoch(record: dict) -> None:
+            context.log.info(
+                f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
+                f"validation {record['validation_loss']:.4f}, "
+                f"{record['seconds']:.1f} s ({record['rows_per_second']:,.0f} rows/s)"
+            )
+
+        model = train_mlp(
+            x,
+            y,
+            x_val,
+            y_val,
+            training_dataset["features"],
+            settings.path("models", f"mlp-{context.run.run_id}"),
+            seed=config.seed,
+            device=device,
+            hidden=config.hidden,
+            max_epochs=config.max_epochs,
+            patience=config.patience,
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            log_epoch=log_epoch,
+        )
+        output = model_output(context, evaluate_and_log(context, model, training_dataset))
+        seconds = [r["seconds"] for r in model.history]
+        output.metadata.update(
+            {
+                "epochs_run": MetadataValue.int(len(model.history)),
+                "best_epoch": MetadataValue.int(model.params["best_epoch"]),
+                "seconds_per_epoch": MetadataValue.float(float(np.mean(seconds))),
+                "train_rows_per_second": MetadataValue.float(len(x) * len(seconds) / max(sum(seconds), 1e-9)),
+                "epochs": MetadataValue.md(
+                    "| epoch | loss | validation loss | s | rows/s |\n|---|---|---|---|---|\n"
+                    + "\n".join(
+                        f"| {r['epoch']} | {r['train_loss']:.4f} | {r['validation_loss']:.4f} | {r['seconds']:.2f} "
+                        f"| {r['rows_per_second']:,.0f} |"
+                        for r in model.history
+                    )
+                ),
+            }
+        )
+        return output
+
+    return mlp_model

@@ -1,0 +1,55 @@
+"""What the training assets share: names, owners, code versions, and readers of the dataset file."""
+
+import os
+import subprocess
+
+import numpy as np
+import pandas as pd
+
+from fti_assets.settings import PROJECT_ROOT
+
+OWNERS = ["team:ml"]
+LABELS = "churn_labels"
+MODEL_CODE_VERSION = "2"
+# Kubernetes GPU limit for the PyTorch step; applied per step under the k8s_job_executor (deploy/).
+GPU_OP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+
+
+def git_commit() -> str:
+    if os.environ.get("FTI_GIT_COMMIT"):
+        return os.environ["FTI_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def readsplit_arrays(dataset_info: dict, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One split's rows of the dataset file, only the columns asked for: never the whole file."""
+    columns = columns or [*dataset_info["features"], "churned"]
+    return pd.read_parquet(dataset_info["path"], columns=columns, filters=[("split", "==", name)])
+
+
+def split_arrays(dataset_info: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
+    part = readsplit_arrays(dataset_info, name)
+    return part[dataset_info["features"]].fillna(0.0).to_numpy("float64"), part["churned"].to_numpy()
+
+
+def test_rows(training_dataset: dict) -> pd.DataFrame:
+    columns = ["customer_id", "event_timestamp", "churned", *training_dataset["features"]]
+    return readsplit_arrays(training_dataset, "test", columns).reset_index(drop=True)
+
+
+def pip_requirements(kind: str) -> list[str]:
+    from importlib.metadata import version
+
+    names = ["mlflow", "pandas", "numpy"] + (["scikit-learn"] if kind == "sklearn" else ["torch"])
+    return [f"{name}=={version(name)}" for name in names]
