@@ -13,7 +13,7 @@ DRIFT_ENV := FTI_CONFIG=configs/simulated_drift.yaml DAGSTER_HOME=$(CURDIR)/data
 
 SERVE_PORT ?= 8000
 
-.PHONY: install demo demo-drift ui ui-drift mlflow-ui serve rollback bench test lint format clean
+.PHONY: install demo demo-drift ui ui-drift mlflow-ui serve rollback recover bench test lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ ui-drift: install
 
 # Online predictions: POST /predict, GET /health, /metrics, /docs (FTI_SERVICE_TOKEN for a bearer token).
 serve: install
-	$(BIN)/python -m fti_assets.inference.service --host $(HOST) --port $(SERVE_PORT) $(ARGS)
+	$(BIN)/python -m fti_assets.serving --host $(HOST) --port $(SERVE_PORT) $(ARGS)
 
 # make rollback VERSION=3 REASON="v4 misbehaves in production"
 rollback: install $(DAGSTER_HOME)/dagster.yaml
@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python bench/drift.py --rows 1000000 --columns 10
 	$(BIN)/python bench/online_materialize.py --entities 200000 $(if $(FTI_TEST_REDIS_URL),--redis $(FTI_TEST_REDIS_URL))
 	$(BIN)/python bench/serving.py $(ARGS)
+	$(BIN)/python bench/serving_under_writes.py
 	$(BIN)/python bench/backfill_shape.py
 	$(BIN)/python bench/pipeline_scale.py --scales 1 4
 
@@ -77,3 +78,7 @@ format: install
 
 clean:
 	rm -rf data $(VENV)
+
+# Fail runs whose process died, free their pool slots, sweep their temp files (make demo does this first).
+recover: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m fti_assets.recovery

@@ -6,7 +6,7 @@ Builds the small demo (400 simulated customers, as the tests do) into a temporar
 ``--data-dir`` when it already holds a champion and an online store, then starts on 127.0.0.1, each in
 its own process:
 
-- the service (``python -m fti_assets.inference.service``): Feast online read + champion model + request log;
+- the service (``python -m fti_assets.serving``): Feast online read + champion model + request log;
 - ``feast serve`` on the same registry and online store (one worker, no access log): features only.
 
 For 1 and 100 customer ids per request it sends a fixed number of requests (after a warm-up) from a
@@ -75,8 +75,7 @@ def online_ids(data_dir: Path) -> list[str]:
 def feast_repo(data_dir: Path, folder: Path) -> Path:
     """A feature_store.yaml for `feast serve` on the demo's registry and online store (what FeastResource
     builds in code, written as the CLI wants it)."""
-    from fti_assets.definitions import build_resources
-    from fti_assets.inference.service import resolve_env_vars
+    from fti_assets.resources.build import build_resources, resolve_env_vars
     from fti_assets.settings import load_settings
 
     feast = resolve_env_vars(build_resources(load_settings(data_dir=str(data_dir)))["feast"])
@@ -247,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 sys.executable,
                 "-m",
-                "fti_assets.inference.service",
+                "fti_assets.serving",
                 "--host",
                 "127.0.0.1",
                 "--port",

@@ -8,14 +8,12 @@ Code never changes for that.
 
 from __future__ import annotations
 
-import os
 import warnings
 
 from dagster import (
     AssetSelection,
     BetaWarning,
     Definitions,
-    EnvVar,
     PreviewWarning,
     define_asset_job,
     with_source_code_references,
@@ -38,13 +36,9 @@ from fti_assets.monitoring.assets import build_monitoring_assets
 from fti_assets.monitoring.checks import build_monitoring_checks
 from fti_assets.monitoring.sensors import build_monitoring_sensors
 from fti_assets.partitions import install_partition_data_versions
-from fti_assets.resources.feast import FeastResource
-from fti_assets.resources.lake import LakeResource
-from fti_assets.resources.mlflow import ModelRegistryResource, mlflow_tracking
-from fti_assets.resources.predictions import PredictionStoreResource
-from fti_assets.resources.source import SourceResource
-from fti_assets.resources.torch_device import TorchDeviceResource
-from fti_assets.settings import PROJECT_ROOT, ProjectSettings, load_settings
+from fti_assets.recovery import build_recovery_sensor
+from fti_assets.resources.build import build_resources
+from fti_assets.settings import ProjectSettings, load_settings
 from fti_assets.training.assets import build_training_assets
 from fti_assets.training.rollback import rollback_job
 
@@ -64,52 +58,6 @@ AUTOMATION_JOBS = {
     "daily_job": AssetSelection.assets("raw_transactions", "customer_features", "churn_predictions"),
     "labels_job": AssetSelection.assets("churn_labels"),
 }
-
-
-def _env_or(name: str, default: str | None):
-    """EnvVar (resolved at run time, never written into run config) when set, else the embedded default."""
-    return EnvVar(name) if os.environ.get(name) else default
-
-
-def build_resources(settings: ProjectSettings) -> dict:
-    default_tracking_uri = f"sqlite:///{settings.path('mlflow', 'mlflow.db')}"
-    return {
-        "source": SourceResource(
-            url=_env_or("FTI_SOURCE_URL", settings.source.url),
-            path=settings.source.path,
-            transactions_table=settings.source.transactions_table,
-            columns=settings.source.columns,
-            customers=settings.source.customers,
-            timezone=settings.source.timezone,
-        ),
-        "lake": LakeResource(root=str(settings.path("lake"))),
-        "feast": FeastResource(
-            repo_path=str(PROJECT_ROOT / "feature_repo"),
-            lake_root=str(settings.path("lake")),
-            registry_path=str(settings.path("feast", "registry.db")),
-            online_store=os.environ.get("FTI_ONLINE_STORE", "sqlite"),
-            sqlite_path=str(settings.path("feast", "online_store.db")),
-            redis_connection_string=_env_or("FTI_REDIS_URL", None),
-        ),
-        "mlflow": mlflow_tracking.configured(
-            {
-                "experiment_name": settings.model_name,
-                # Old-style resource config: {"env": NAME} is its EnvVar.
-                "mlflow_tracking_uri": {"env": "FTI_MLFLOW_TRACKING_URI"}
-                if os.environ.get("FTI_MLFLOW_TRACKING_URI")
-                else default_tracking_uri,
-                "artifact_location": str(settings.path("mlflow", "artifacts")),
-            }
-        ),
-        "registry": ModelRegistryResource(
-            tracking_uri=_env_or("FTI_MLFLOW_TRACKING_URI", default_tracking_uri),
-            model_name=settings.model_name,
-        ),
-        "predictions": PredictionStoreResource(
-            url=_env_or("FTI_PREDICTIONS_URL", f"sqlite:///{settings.path('predictions.db')}")
-        ),
-        "torch_device": TorchDeviceResource(prefer=os.environ.get("FTI_TORCH_DEVICE", "auto")),
-    }
 
 
 def build_definitions(settings: ProjectSettings) -> Definitions:
@@ -133,7 +81,11 @@ def build_definitions(settings: ProjectSettings) -> Definitions:
         assets=assets,
         asset_checks=build_monitoring_checks(settings),
         jobs=[*jobs.values(), rollback_job],
-        sensors=[*build_ingestion_sensors(settings, jobs), *build_monitoring_sensors(settings, jobs)],
+        sensors=[
+            *build_ingestion_sensors(settings, jobs),
+            *build_monitoring_sensors(settings, jobs),
+            build_recovery_sensor(settings),
+        ],
         resources=build_resources(settings),
     )
 

@@ -34,7 +34,7 @@ def filled(stores):  # noqa: F811 (the imported fixture)
 
 
 def test_values_known_flags_and_times_equal_get_online_features(filled) -> None:
-    from fti_assets.inference.online_read import OnlineFeatureReader
+    from fti_assets.serving.features import OnlineFeatureReader
 
     store, frame = filled
     service = store.get_feature_service(SERVICE)
@@ -62,7 +62,7 @@ def test_values_known_flags_and_times_equal_get_online_features(filled) -> None:
 
 
 def test_a_service_without_the_models_inputs_is_refused(filled) -> None:
-    from fti_assets.inference.online_read import OnlineFeatureReader
+    from fti_assets.serving.features import OnlineFeatureReader
 
     store, _ = filled
     with pytest.raises(ValueError, match="does not serve.*not_a_feature"):
@@ -70,7 +70,7 @@ def test_a_service_without_the_models_inputs_is_refused(filled) -> None:
 
 
 def test_the_read_path_follows_the_online_store(filled) -> None:
-    from fti_assets.inference.online_read import OnlineFeatureReader
+    from fti_assets.serving.features import OnlineFeatureReader
 
     store, _ = filled
     reader = OnlineFeatureReader(store, store.get_feature_service(SERVICE), tuple(FEATURE_COLUMNS))

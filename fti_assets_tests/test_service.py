@@ -32,7 +32,7 @@ class RunningService:
     """A uvicorn.Server on 127.0.0.1 (port chosen by the OS) serving ``create_app(settings)`` in a thread."""
 
     def __init__(self, settings):
-        from fti_assets.inference.service import create_app
+        from fti_assets.serving.app import create_app
 
         self.app = create_app(settings)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
@@ -64,7 +64,7 @@ class RunningService:
 
 
 def service_settings(feast, registry, log_dir: Path, **overrides):
-    from fti_assets.inference.service import ServiceSettings
+    from fti_assets.serving.settings import ServiceSettings
 
     values = dict(
         feast=feast,
@@ -86,8 +86,7 @@ def unused_loopback_port() -> int:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """The demo, materialized once: (settings, feast, registry, last day's features)."""
-    from fti_assets.definitions import build_resources
-    from fti_assets.inference.service import resolve_env_vars
+    from fti_assets.resources.build import build_resources, resolve_env_vars
 
     data = tmp_path_factory.mktemp("service")
     settings = small_settings(data)
@@ -182,7 +181,7 @@ def test_an_unknown_id_is_flagged_with_no_score(service, known_ids):
 
 
 def test_every_answered_id_is_in_the_request_log(demo, service, known_ids):
-    from fti_assets.inference.service import read_request_log
+    from fti_assets.serving.request_log import read_request_log
 
     _, feast, _, _ = demo
     log_dir = service.app.state.settings.request_log_dir

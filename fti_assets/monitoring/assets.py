@@ -62,7 +62,7 @@ def build_monitoring_assets(settings: ProjectSettings) -> list:
         mismatches = value_mismatches(offline, online, "customer_id", features)
         rate = len(mismatches) / max(1, len(sample) * len(features))
 
-        from fti_assets.inference.service import read_request_log
+        from fti_assets.serving.request_log import read_request_log
 
         served = read_request_log(settings.path("request_log"))
         served = (

@@ -100,6 +100,7 @@ def build_candidate_model(settings: ProjectSettings) -> AssetsDefinition:
 
         # The registry's URI for everything below (loading the logged model, registering the version).
         mlflow.set_tracking_uri(registry.tracking_uri)
+        mlflow.set_registry_uri(registry.tracking_uri)  # not a registry URI some other code set process-wide
         best = max([sklearn_model, mlp_model], key=lambda m: m["metrics"]["validation_pr_auc"])
         test = test_rows(training_dataset)
         candidate_scores = np.asarray(

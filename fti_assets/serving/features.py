@@ -17,9 +17,9 @@ entity on SQLite and on Redis). Import inside a process that serves: importing F
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import struct
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -31,10 +31,13 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.protos.feast.types.Value_pb2 import ValueType as ValueTypeProto
 from feast.value_type import ValueType
 
+from fti_assets.serving.sqlite_file import SqliteFile, locked
+
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
 
 DECODED_CACHE_SIZE = 1 << 16  # distinct stored values remembered (a few MB at most)
+REDIS_SCAN_CALLS = 10  # SCANs (of up to 1,000 keys each) spent looking for sample entities in a shared Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +57,18 @@ class _View:
 
 
 class OnlineFeatureReader:
-    """Reads ``input_names`` of ``feature_service`` for one join key; build one per served model."""
+    """Reads ``input_names`` of ``feature_service`` for one join key; build one per served model.
 
-    def __init__(self, store: FeatureStore, feature_service: FeatureService, input_names: tuple[str, ...]):
+    ``lock_wait`` bounds how long a SQLite read waits for a writer's lock (Redis: the client's own timeouts).
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        feature_service: FeatureService,
+        input_names: tuple[str, ...],
+        lock_wait: float = 5.0,
+    ):
         from feast.infra.online_stores.helpers import compute_table_id
 
         self.store, self.input_names = store, input_names
@@ -80,19 +92,62 @@ class OnlineFeatureReader:
         if missing:
             raise ValueError(f"{feature_service.name} does not serve {sorted(missing)}")
         self._key_prefix = serialize_entity_key_prefix([self.join_key], config.entity_key_serialization_version)
-        self._sqlite_path = None
+        self._sqlite: SqliteFile | None = None
         if config.online_store.type == "sqlite" and config.entity_key_serialization_version == 3:
-            self._sqlite_path = store._get_provider().online_store._get_db_path(config)
-        self._local = threading.local()  # one SQLite connection per thread
+            self._sqlite = SqliteFile(store._get_provider().online_store._get_db_path(config), lock_wait)
         self._decoded: dict[bytes, float] = {}
 
     @property
     def path(self) -> str:
         """Which read this reader does, for /health."""
-        return "sqlite_select" if self._sqlite_path else "online_read"
+        return "sqlite_select" if self._sqlite else "online_read"
+
+    @property
+    def local(self) -> bool:
+        """Reads are lookups in a local file (SQLite), not calls over the network: ``read_now`` applies."""
+        return self._sqlite is not None
 
     def read(self, ids: list[str]) -> OnlineRows:
-        """The inputs of each id, in order (an id may repeat); ids that are not valid keys are unknown."""
+        """The inputs of each id, in order (an id may repeat); ids that are not valid keys are unknown.
+        Waits for the store up to its timeouts: call it off the event loop."""
+        return self._read(ids, wait=True)
+
+    def read_now(self, ids: list[str]) -> OnlineRows | None:
+        """``read`` of a ``local`` store without waiting: None while a writer holds the SQLite file."""
+        try:
+            return self._read(ids, wait=False)
+        except sqlite3.OperationalError as exc:
+            if locked(exc):
+                return None
+            raise
+
+    def sample_ids(self, n: int) -> list[str]:
+        """Up to ``n`` ids the store holds rows for (the first in key order; for Redis, the first a bounded
+        SCAN finds): real rows a new model is probed with before it serves."""
+        if self._sqlite is not None:
+            from feast.infra.online_stores.sqlite import _quote_id
+
+            keys = (
+                self._sqlite.connection(wait=True)
+                .execute(f"SELECT DISTINCT entity_key FROM {_quote_id(self.views[0].table)} LIMIT ?", (n,))
+                .fetchall()
+            )
+            return [i for (key,) in keys if (i := self._entity_of(key)) is not None]
+        # Feast's Redis key: the serialized entity key, then the project name.
+        config = self.store.config
+        client = self.store._get_provider().online_store._get_client(config.online_store)
+        project = config.project.encode()
+        pattern = b"*" + re.sub(rb"([*?\[\]\\])", rb"\\\1", project)
+        found: list[str] = []
+        cursor = 0
+        for _ in range(REDIS_SCAN_CALLS):
+            cursor, keys = client.scan(cursor, match=pattern, count=1000)
+            found += [i for key in keys if (i := self._entity_of(key[: -len(project)])) is not None]
+            if len(found) >= n or cursor == 0:
+                break
+        return found[:n]
+
+    def _read(self, ids: list[str], wait: bool) -> OnlineRows:
         n = len(ids)
         matrix = np.full((n, len(self.input_names)), math.nan)
         known = np.zeros(n, dtype=bool)
@@ -105,8 +160,9 @@ class OnlineFeatureReader:
             if (key := self._entity_key(entity)) is not None:
                 keys[key] = (entity, rows)
         stamps: dict[bytes, float | None] = {}  # event time of the first view with a value for the key
+        connection = self._sqlite.connection(wait) if self._sqlite and keys else None
         for view in self.views:
-            found = self._sqlite_rows(view, keys) if self._sqlite_path else self._online_read(view, keys)
+            found = self._sqlite_rows(connection, view, keys) if self._sqlite else self._online_read(view, keys)
             columns = view.columns
             for key, name, value, seconds in found:
                 j = columns.get(name)
@@ -132,29 +188,34 @@ class OnlineFeatureReader:
         except (ValueError, struct.error):
             return None  # not an int64: no row can hold it
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            # Read-only, no type detection: event_ts comes back as the stored epoch seconds.
-            conn = sqlite3.connect(f"file:{self._sqlite_path}?mode=ro", uri=True, check_same_thread=False)
-            self._local.conn = conn
-        return conn
+    def _entity_of(self, key: bytes) -> str | None:
+        """The id of a serialized key (the inverse of ``_entity_key``); None for a key of another layout."""
+        if not key.startswith(self._key_prefix) or len(key) < len(self._key_prefix) + 8:
+            return None
+        kind, size = struct.unpack_from("<II", key, len(self._key_prefix))
+        value = key[len(self._key_prefix) + 8 :]
+        if len(value) != size:
+            return None
+        if kind == ValueTypeProto.STRING and self.key_type == ValueType.STRING:
+            try:
+                return value.decode("utf8")
+            except UnicodeDecodeError:
+                return None
+        if kind == ValueTypeProto.INT64 and self.key_type == ValueType.INT64 and size == 8:
+            return str(struct.unpack("<q", value)[0])
+        return None
 
-    def _sqlite_rows(self, view: _View, keys: dict[bytes, tuple[str, list[int]]]) -> list[tuple]:
+    def _sqlite_rows(self, connection, view: _View, keys: dict[bytes, tuple[str, list[int]]]) -> list[tuple]:
         """(key, feature, value, event seconds) per stored row of the keys, from Feast's SQLite table."""
         from feast.infra.online_stores.sqlite import _quote_id
 
         if not keys:
             return []
-        rows = (
-            self._connection()
-            .execute(
-                f"SELECT entity_key, feature_name, value, event_ts FROM {_quote_id(view.table)} "
-                f"WHERE entity_key IN ({','.join('?' * len(keys))})",
-                list(keys),
-            )
-            .fetchall()
-        )
+        rows = connection.execute(
+            f"SELECT entity_key, feature_name, value, event_ts FROM {_quote_id(view.table)} "
+            f"WHERE entity_key IN ({','.join('?' * len(keys))})",
+            list(keys),
+        ).fetchall()
         decoded, decode = self._decoded, self._decode
         seconds: dict[Any, float | None] = {}
         out = []
