@@ -175,3 +175,35 @@ def test_bad_settings_raise_clearly():
         DriftSettings(drifted_share_threshold=0)
     with pytest.raises(ValueError, match="report_sample_rows"):
         DriftSettings(report_sample_rows=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_wasserstein_by_merging_equals_scipys_with_ties_and_other_sizes(seed):
+    from scipy.stats import wasserstein_distance
+
+    from fti_assets.monitoring.drift import wasserstein_of_sorted
+
+    rng = np.random.default_rng(seed)
+    # Integers tie within and across the samples; floats do not; sizes differ by far.
+    for reference, current in (
+        (rng.integers(0, 9, 5_000), rng.integers(2, 12, 37)),
+        (rng.normal(0, 1, 3_000), rng.normal(0.3, 2, 1)),
+        (rng.gamma(2.0, 3.0, 10), rng.gamma(2.0, 3.0, 20_000)),
+    ):
+        reference, current = reference.astype(float), current.astype(float)
+        expected = wasserstein_distance(reference, current)
+        assert wasserstein_of_sorted(np.sort(reference), np.sort(current)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_sorted_reference_judges_many_days_as_the_frame_does():
+    from fti_assets.monitoring.drift import SortedReference
+
+    reference, _ = frames(5_000)
+    prepared = SortedReference(reference)
+    for seed in range(3):
+        current = frames(2_000, seed=seed + 10)[1]
+        for method in ("wasserstein", "ks", "psi"):
+            settings = DriftSettings(method=method, column_threshold=0.05 if method == "ks" else 0.1)
+            assert evaluate_drift(prepared, current, COLUMNS, settings) == evaluate_drift(
+                reference, current, COLUMNS, settings
+            )

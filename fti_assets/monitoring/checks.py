@@ -115,14 +115,15 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
         results = {}
         if champion is not None:
             reference = registry.validation_scores(champion)
-            scored = predictions.read_days(context.partition_keys, ["as_of_day", "score", "model_version"])
-            scored = scored[scored["model_version"] == str(champion.version)]
-            # Scores of the days the champion learnt from, the look-back's warm-up included, are not drift.
+            # Scores of the days the champion learnt from, the look-back's warm-up included, are not drift:
+            # only the later days' scores are read back.
             last_training_day = DriftGate(settings, champion).reference().last_training_day
+            learnt = [day for day in context.partition_keys if day <= last_training_day]
+            results = {day: in_training_period(str(champion.version)) for day in learnt}
+            judged = sorted(set(context.partition_keys) - set(learnt))
+            scored = predictions.read_days(judged, ["as_of_day", "score", "model_version"])
+            scored = scored[scored["model_version"] == str(champion.version)]
             for day, rows in scored.groupby("as_of_day"):
-                if day <= last_training_day:
-                    results[day] = in_training_period(str(champion.version))
-                    continue
                 result = evaluate_drift(reference, rows, ["score"], drift_settings(settings))
                 column = result.columns[0]
                 results[day] = DayCheck(

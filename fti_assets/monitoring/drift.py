@@ -114,37 +114,78 @@ class DriftResult:
         return f"{head}: {details}"
 
 
+class SortedReference:
+    """A reference frame whose columns are sorted once, on first use.
+
+    Judging many days against one reference (the drift gate, 30 days after a training period) then sorts
+    the reference once per column instead of once per column and day; at 80,000 customers the reference
+    holds 1.9M rows."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self._sorted: dict[str, np.ndarray] = {}
+
+    def sorted_values(self, column: str) -> np.ndarray:
+        if column not in self._sorted:
+            self._sorted[column] = np.sort(_finite_values(self.frame, column, "reference").to_numpy())
+        return self._sorted[column]
+
+
+def wasserstein_of_sorted(reference: np.ndarray, current: np.ndarray) -> float:
+    """scipy's ``wasserstein_distance`` of two sorted samples, by merging them (O(n + m)) instead of sorting
+    their union: the integral of |F_ref - F_cur| over the merged values. A value of ``current`` goes after
+    the equal values of ``reference``, so tied values lie together and the gaps between them are zero."""
+    at = np.searchsorted(reference, current, side="right")
+    merged = np.insert(reference, at, current)
+    from_reference = np.insert(np.ones(len(reference), dtype=bool), at, False)
+    cdf_reference = np.cumsum(from_reference)[:-1] / len(reference)
+    cdf_current = np.cumsum(~from_reference)[:-1] / len(current)
+    return float(np.sum(np.abs(cdf_reference - cdf_current) * np.diff(merged)))
+
+
 def evaluate_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], settings: DriftSettings
+    reference: pd.DataFrame | SortedReference, current: pd.DataFrame, columns: list[str], settings: DriftSettings
 ) -> DriftResult:
-    """Score every column with Evidently's stat test for ``settings.method``; all columns are numerical."""
+    """Score every column with Evidently's stat test for ``settings.method``; all columns are numerical.
+
+    The normed Wasserstein distance (the default) is Evidently's formula, distance / max(std of the
+    reference, 0.001), with the distance computed by ``wasserstein_of_sorted``; a score within rounding of
+    the threshold is recomputed by Evidently itself, in the rows' own order."""
     from evidently.legacy.calculations.stattests import get_stattest
     from evidently.legacy.core import ColumnType
 
-    _check_inputs(reference, current, columns)
+    prepared = reference if isinstance(reference, SortedReference) else SortedReference(reference)
+    _check_inputs(prepared.frame, current, columns)
     order_free = settings.method in _ORDER_FREE_METHODS
     results = []
     for column in columns:
-        ref = _finite_values(reference, column, "reference")
         cur = _finite_values(current, column, "current")
-        if order_free:
-            ref_series, cur_series = pd.Series(np.sort(ref.to_numpy())), pd.Series(np.sort(cur.to_numpy()))
+        ref_sorted = prepared.sorted_values(column)
+        if settings.method == "wasserstein":
+            cur_sorted = np.sort(cur.to_numpy())
+            score = wasserstein_of_sorted(ref_sorted, cur_sorted) / max(float(np.std(ref_sorted)), 0.001)
+            threshold, drifted = settings.column_threshold, score >= settings.column_threshold
         else:
-            ref_series, cur_series = ref, cur
-        stat_test = get_stattest(ref_series, cur_series, ColumnType.Numerical, settings.method)
-        outcome = stat_test(ref_series, cur_series, ColumnType.Numerical, settings.column_threshold)
-        if order_free and _near_threshold(outcome.drift_score, outcome.actual_threshold):
+            ref_series = pd.Series(ref_sorted) if order_free else _finite_values(prepared.frame, column, "reference")
+            cur_series = pd.Series(np.sort(cur.to_numpy())) if order_free else cur
+            stat_test = get_stattest(ref_series, cur_series, ColumnType.Numerical, settings.method)
+            outcome = stat_test(ref_series, cur_series, ColumnType.Numerical, settings.column_threshold)
+            score, threshold, drifted = outcome.drift_score, outcome.actual_threshold, outcome.drifted
+        if order_free and _near_threshold(score, threshold):
+            ref = _finite_values(prepared.frame, column, "reference")
+            stat_test = get_stattest(ref, cur, ColumnType.Numerical, settings.method)
             outcome = stat_test(ref, cur, ColumnType.Numerical, settings.column_threshold)
+            score, threshold, drifted = outcome.drift_score, outcome.actual_threshold, outcome.drifted
         results.append(
             ColumnDrift(
                 column=column,
                 method=settings.method,
-                score=float(outcome.drift_score),
-                threshold=float(outcome.actual_threshold),
-                drifted=bool(outcome.drifted),
+                score=float(score),
+                threshold=float(threshold),
+                drifted=bool(drifted),
             )
         )
-    return _result(results, settings, len(reference), len(current))
+    return _result(results, settings, len(prepared.frame), len(current))
 
 
 def evaluate_drift_with_preset(

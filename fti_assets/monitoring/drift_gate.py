@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetObservation, MetadataValue
 
-from fti_assets.monitoring.drift import DriftSettings, evaluate_drift, write_drift_report
+from fti_assets.monitoring.drift import DriftSettings, SortedReference, evaluate_drift, write_drift_report
 from fti_assets.partitions import DayCheck
 from fti_assets.recovery import temp_prefix
 from fti_assets.settings import ProjectSettings
@@ -41,6 +41,11 @@ class Reference:
     dataset_version: str
     last_training_day: str
     features: pd.DataFrame = field(repr=False)
+    # The same rows, each column sorted once for every day judged against them.
+    sorted: SortedReference = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sorted", SortedReference(self.features))
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,9 @@ def drift_settings(settings: ProjectSettings) -> DriftSettings:
 
 @lru_cache(maxsize=4)
 def _dataset_reference(path: str, model_version: str, dataset_version: str) -> Reference:
-    dataset = pd.read_parquet(path)
-    recent = dataset[dataset["split"].isin(["validation", "test"])]
-    return Reference(model_version, dataset_version, str(dataset["as_of_day"].max()), recent.reset_index(drop=True))
+    # Only the validation and test rows: the train split is most of the file and not the reference.
+    recent = pd.read_parquet(path, filters=[("split", "in", ["validation", "test"])])
+    return Reference(model_version, dataset_version, str(recent["as_of_day"].max()), recent.reset_index(drop=True))
 
 
 class DriftGate:
@@ -133,7 +138,7 @@ class DriftGate:
         if features.empty:  # a day nobody was active: nothing to compare, and nothing to score
             return DayVerdict(day, NO_FEATURES, self.model_version, now)
         result = evaluate_drift(
-            reference.features, features, self.monitored_columns(reference), drift_settings(self.settings)
+            reference.sorted, features, self.monitored_columns(reference), drift_settings(self.settings)
         )
         drift = {**result.as_metadata(), "summary": result.summary()}
         verdict = DayVerdict(day, DRIFTED if result.drifted else PASSED, self.model_version, now, drift)
