@@ -225,3 +225,13 @@ def test_settings_that_cannot_be_applied_fail_at_load():
         TransactionColumns(transaction_id="t", customer_id="c", timestamp="at", amount="x", duplicates="first")
     with pytest.raises(ValueError, match="timestamp_format must be one of"):
         TransactionColumns(transaction_id="t", customer_id="c", timestamp="at", amount="x", timestamp_format="dd/mm")
+
+
+def test_a_quarantined_row_reads_the_same_whether_or_not_its_batch_has_nulls():
+    """An integer column read with a null in the batch is float there: 365 must not become 365.0."""
+    from fti_assets.ingestion.standardize import source_rows_json
+
+    with_gap = pd.DataFrame({"cust_id": [365.0, np.nan], "total": [22.5, np.inf]})
+    without = pd.DataFrame({"cust_id": [365], "total": [22.5]})
+    assert source_rows_json(with_gap)[0] == source_rows_json(without)[0] == '{"cust_id":365,"total":22.5}'
+    assert source_rows_json(with_gap)[1] == '{"cust_id":null,"total":"inf"}'

@@ -253,8 +253,12 @@ def source_rows_json(frame: pd.DataFrame) -> list[str]:
     rows = frame.copy()
     for name in rows.columns:
         column = rows[name]
-        if pd.api.types.is_float_dtype(column) and np.isinf(column).any():
-            rows[name] = column.astype(object).where(~np.isinf(column), column.astype(str))
+        if pd.api.types.is_float_dtype(column):
+            # Whole numbers as integers: an integer column read with a null in the batch is float there and
+            # int elsewhere, and the same row must read the same in any run.
+            whole = np.isfinite(column) & (column == np.round(column)) & (column.abs() < 2**53)
+            text = column.astype(object).where(~np.isinf(column), column.astype(str))
+            rows[name] = text.where(~whole, column.where(whole, 0).astype("int64").astype(object))
         elif pd.api.types.is_object_dtype(column) or isinstance(column.dtype, pd.StringDtype):
             rows[name] = as_text(column)[0]
     return rows.to_json(orient="records", lines=True, date_format="iso", double_precision=15).rstrip("\n").split("\n")

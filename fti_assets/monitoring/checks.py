@@ -6,10 +6,11 @@ from datetime import date
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckSeverity, MetadataValue, asset_check
 
-from fti_assets.monitoring.drift import NoRowsToCompare, evaluate_drift
+from fti_assets.monitoring.drift import evaluate_drift
 from fti_assets.monitoring.drift_gate import (
     DRIFT_CHECK,
     FEATURE_TABLE,
+    NO_FEATURES,
     DriftGate,
     HeldBack,
     drift_day_check,
@@ -79,12 +80,8 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
         gate = DriftGate(settings, registry.champion())
         # The features were just written: judge them afresh rather than trust an older verdict. A day without
         # feature rows (nobody active in the window) has nothing to compare: skipped, with the reason logged.
-        verdicts, empty = [], []
-        for day in context.partition_keys:
-            try:
-                verdicts.append(gate.verdict(day, refresh=True))
-            except NoRowsToCompare:
-                empty.append(day)
+        verdicts = [gate.verdict(day, refresh=True) for day in context.partition_keys]
+        empty = [v.day for v in verdicts if v.status == NO_FEATURES]
         if empty:
             context.log.warning(f"{len(empty)} days have no feature rows, nothing to compare: {', '.join(empty)}")
         reported = gate.report_most_drifted(verdicts)
