@@ -13,14 +13,14 @@ DRIFT_ENV := FTI_CONFIG=configs/simulated_drift.yaml DAGSTER_HOME=$(CURDIR)/data
 
 SERVE_PORT ?= 8000
 
-.PHONY: install demo demo-drift ui ui-drift mlflow-ui serve rollback recover bench test lint format clean
+.PHONY: install demo demo-drift demo-scaleout ui ui-drift mlflow-ui serve rollback recover bench test lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU wheel of torch first: with torch present, the project's `torch>=2.2` downloads nothing more.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,scaleout]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -44,6 +44,13 @@ demo-drift: install
 ui-drift: install
 	$(DRIFT_ENV) BIN=$(BIN) HOST=$(HOST) scripts/ui.sh data/drift
 
+# The whole graph on real engines, on loopback (deploy/): the instance on PostgreSQL, steps on Celery workers (the
+# PyTorch step on the `gpu` queue's worker), an MLflow server, the Feast SQL registry, Redis. Creates its own
+# databases, stops what it starts (about 2 minutes). FTI_CELERY_BROKER_URL=pyamqp://guest:guest@127.0.0.1:5672//
+# runs it on RabbitMQ.
+demo-scaleout: install
+	BIN=$(BIN) scripts/demo_scaleout.sh
+
 # Online predictions: POST /predict, GET /health, /metrics, /docs (FTI_SERVICE_TOKEN for a bearer token).
 serve: install
 	$(BIN)/python -m fti_assets.serving --host $(HOST) --port $(SERVE_PORT) $(ARGS)
@@ -61,6 +68,7 @@ bench: install
 	$(BIN)/python bench/serving_under_writes.py
 	$(BIN)/python bench/backfill_shape.py
 	$(BIN)/python bench/pipeline_scale.py --scales 1 4
+	$(if $(and $(FTI_TEST_POSTGRES_URL),$(FTI_TEST_REDIS_URL)),$(BIN)/python bench/scaleout_backfill.py)
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db

@@ -2,7 +2,8 @@
 
 Embedded defaults need no server; environment variables switch each layer to a real one
 (FTI_SOURCE_URL, FTI_PREDICTIONS_URL, FTI_MLFLOW_TRACKING_URI, FTI_ONLINE_STORE + FTI_REDIS_URL,
-FTI_TORCH_DEVICE). Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() rewrites that variable in-process.
+FTI_FEAST_REGISTRY_URL, FTI_TORCH_DEVICE), and FTI_EXECUTOR the executor of every job (fti_assets/scaleout.py: celery,
+k8s). Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() rewrites that variable in-process.
 Code never changes for that.
 """
 
@@ -38,6 +39,7 @@ from fti_assets.monitoring.sensors import build_monitoring_sensors
 from fti_assets.partitions import install_partition_data_versions
 from fti_assets.recovery import build_recovery_sensor
 from fti_assets.resources.build import build_resources
+from fti_assets.scaleout import executor_from_env
 from fti_assets.settings import ProjectSettings, load_settings
 from fti_assets.training.assets import build_training_assets
 from fti_assets.training.rollback import rollback_job
@@ -87,6 +89,8 @@ def build_definitions(settings: ProjectSettings) -> Definitions:
             build_recovery_sensor(settings),
         ],
         resources=build_resources(settings),
+        # None (Dagster's default) unless FTI_EXECUTOR names one: celery (workers of scripts/workers.sh) or k8s.
+        executor=executor_from_env(),
     )
 
 

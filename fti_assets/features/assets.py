@@ -52,7 +52,7 @@ def build_feature_assets(settings: ProjectSettings) -> list:
             metadata={
                 "feature_views": MetadataValue.json(sorted(v.name for v in store.list_feature_views())),
                 "feature_services": MetadataValue.json(services),
-                "registry": MetadataValue.path(feast.registry_path),
+                "registry": MetadataValue.text(feast.registry_location()),
             },
             data_version=DataVersion(feast.definitions_version()),
         )

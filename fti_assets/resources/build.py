@@ -1,8 +1,9 @@
 """The project's resources, built from its settings: for the Definitions, and for processes outside them.
 
 Embedded defaults need no server; environment variables switch each layer to a real one
-(FTI_SOURCE_URL, FTI_PREDICTIONS_URL, FTI_MLFLOW_TRACKING_URI, FTI_ONLINE_STORE + FTI_REDIS_URL,
-FTI_TORCH_DEVICE). Not MLFLOW_TRACKING_URI: mlflow.set_tracking_uri() rewrites that variable in-process.
+(FTI_SOURCE_URL, FTI_PREDICTIONS_URL, FTI_MLFLOW_TRACKING_URI [+ FTI_MLFLOW_ARTIFACT_LOCATION, FTI_MLFLOW_UI_URL],
+FTI_ONLINE_STORE + FTI_REDIS_URL, FTI_FEAST_REGISTRY_URL, FTI_TORCH_DEVICE). Not MLFLOW_TRACKING_URI:
+mlflow.set_tracking_uri() rewrites that variable in-process.
 
 Separate from ``fti_assets.definitions`` so that the online service and the rollback command get the same
 resources without importing the asset graph.
@@ -44,6 +45,7 @@ def build_resources(settings: ProjectSettings) -> dict:
             repo_path=str(PROJECT_ROOT / "feature_repo"),
             lake_root=str(settings.path("lake")),
             registry_path=str(settings.path("feast", "registry.db")),
+            registry_url=_env_or("FTI_FEAST_REGISTRY_URL", None),
             online_store=os.environ.get("FTI_ONLINE_STORE", "sqlite"),
             sqlite_path=str(settings.path("feast", "online_store.db")),
             redis_connection_string=_env_or("FTI_REDIS_URL", None),
@@ -55,12 +57,16 @@ def build_resources(settings: ProjectSettings) -> dict:
                 "mlflow_tracking_uri": {"env": "FTI_MLFLOW_TRACKING_URI"}
                 if os.environ.get("FTI_MLFLOW_TRACKING_URI")
                 else default_tracking_uri,
-                "artifact_location": str(settings.path("mlflow", "artifacts")),
+                # Where a new experiment keeps its artifacts: a folder, or the tracking server's own store
+                # (mlflow-artifacts:/fti: uploads and downloads go through the server).
+                "artifact_location": os.environ.get("FTI_MLFLOW_ARTIFACT_LOCATION")
+                or str(settings.path("mlflow", "artifacts")),
             }
         ),
         "registry": ModelRegistryResource(
             tracking_uri=_env_or("FTI_MLFLOW_TRACKING_URI", default_tracking_uri),
             model_name=settings.model_name,
+            **({"ui_url": os.environ["FTI_MLFLOW_UI_URL"]} if os.environ.get("FTI_MLFLOW_UI_URL") else {}),
         ),
         "predictions": PredictionStoreResource(
             url=_env_or("FTI_PREDICTIONS_URL", f"sqlite:///{settings.path('predictions.db')}")

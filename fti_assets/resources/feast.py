@@ -19,17 +19,30 @@ def repo_version(repo_path: str | Path) -> str:
 
 
 class FeastResource(ConfigurableResource):
-    """A Feast store built from settings: duckdb offline store, SQLite (default) or Redis online store."""
+    """A Feast store built from settings: duckdb offline store, SQLite (default) or Redis online store, a registry
+    file (default) or a SQL registry (PostgreSQL)."""
 
     repo_path: str = Field(description="Folder with the Feast definitions (feature_repo/).")
     lake_root: str = Field(description="Lake folder the offline feature table lives in.")
-    registry_path: str = Field(description="Feast registry file.")
+    registry_path: str = Field(description="Feast registry file (unused when registry_url is set).")
+    registry_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of a SQL registry (FTI_FEAST_REGISTRY_URL), e.g. postgresql+psycopg2://...",
+    )
     online_store: Literal["sqlite", "redis"] = "sqlite"
     sqlite_path: str | None = Field(default=None, description="Online store file when online_store=sqlite.")
     redis_connection_string: str | None = Field(default=None, description="host:port[,password=...] for Redis.")
     project: str = "fti"
 
     _store: object | None = PrivateAttr(default=None)
+
+    def registry_location(self) -> str:
+        """Where the registry is, for people: the file, or the SQL registry's URL without its password."""
+        if not self.registry_url:
+            return self.registry_path
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.registry_url).render_as_string(hide_password=True)
 
     def definitions_version(self) -> str:
         return repo_version(self.repo_path)
@@ -60,11 +73,21 @@ class FeastResource(ConfigurableResource):
             else:
                 online = {"type": "sqlite", "path": self.sqlite_path}
                 Path(self.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
-            Path(self.registry_path).parent.mkdir(parents=True, exist_ok=True)
+            if self.registry_url:
+                # Every process that applies or reads definitions shares it; a process re-reads it after a minute.
+                registry = {
+                    "registry_type": "sql",
+                    "path": self.registry_url,
+                    "cache_ttl_seconds": 60,
+                    "sqlalchemy_config_kwargs": {"pool_pre_ping": True},
+                }
+            else:
+                Path(self.registry_path).parent.mkdir(parents=True, exist_ok=True)
+                registry = self.registry_path
             config = RepoConfig(
                 project=self.project,
                 provider="local",
-                registry=self.registry_path,
+                registry=registry,
                 # duckdb, not file: the file store silently drops entity rows (feast#6787).
                 offline_store={"type": "duckdb"},
                 online_store=online,

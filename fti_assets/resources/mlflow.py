@@ -43,7 +43,8 @@ def mlflow_tracking(context: InitResourceContext) -> MlFlow:
     mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
     if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
         # Otherwise MLflow puts artifacts in ./mlruns of whatever folder the process started in.
-        Path(config["artifact_location"]).mkdir(parents=True, exist_ok=True)
+        if "://" not in config["artifact_location"] and not config["artifact_location"].startswith("mlflow-artifacts:"):
+            Path(config["artifact_location"]).mkdir(parents=True, exist_ok=True)
         mlflow.create_experiment(config["experiment_name"], artifact_location=config["artifact_location"])
     active = mlflow.active_run()
     if active is not None and active.data.tags.get("dagster_run_id") != context.run_id:

@@ -11,8 +11,19 @@ from fti_assets.settings import PROJECT_ROOT
 OWNERS = ["team:ml"]
 LABELS = "churn_labels"
 MODEL_CODE_VERSION = "2"
-# Kubernetes GPU limit for the PyTorch step; applied per step under the k8s_job_executor (deploy/).
-GPU_OP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+# Where the PyTorch step runs when the steps are spread out (deploy/, fti_assets/scaleout.py); inert in process.
+# k8s_job_executor: a GPU limit, on a GPU node (node selector + the usual GPU-node taint tolerated).
+# celery_executor: the `gpu` queue, which only the GPU workers serve (scripts/workers.sh).
+GPU_OP_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {
+            "node_selector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    },
+    "dagster-celery/queue": "gpu",
+}
 
 
 def git_commit() -> str:

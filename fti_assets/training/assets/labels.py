@@ -70,7 +70,8 @@ def build_churn_labels(settings: ProjectSettings) -> AssetsDefinition:
         context.log.info(
             f"{len(labels)} labels for {(labelled_end - first).days} days; {unlabelled} days wait for their horizon"
         )
-        positive_rate = labels.groupby("as_of_day")["churned"].mean().round(4).to_dict()
+        # float64: an empty frame (every day still inside its horizon) has an object column here.
+        positive_rate = labels.groupby("as_of_day")["churned"].mean().astype("float64").round(4).to_dict()
         label_slices.report(
             context,
             context.partition_keys,
