@@ -20,6 +20,7 @@ import pytest
 
 from fti_assets.features.transform import FEATURE_COLUMNS, FEATURE_TABLE_COLUMNS, end_of_day_utc
 from fti_assets.resources.feast import FeastResource
+from fti_assets.resources.feast_layout import redis_client
 from fti_assets.settings import PROJECT_ROOT
 from fti_assets_tests.conftest import server_url, small_settings
 
@@ -71,7 +72,7 @@ def _store(data_dir: Path, redis_url: str | None):
 
 
 def _redis(store):
-    return store._get_provider().online_store._get_client(store.config.online_store)
+    return redis_client(store)
 
 
 def feature_rows(day: date, entities: int, seed: int, nulls: bool = True) -> pd.DataFrame:
@@ -133,6 +134,16 @@ def stored(store) -> list:
     client, project = _redis(store), store.config.project.encode()
     keys = sorted(client.scan_iter(match=b"*" + project))
     return [(key[: -len(project)], client.hgetall(key), client.ttl(key)) for key in keys]
+
+
+def test_the_layout_is_read_from_the_feast_the_project_pins():
+    """feast_layout names Feast internals of one release series: pyproject's pin and the installed Feast agree."""
+    import re
+
+    from fti_assets.resources.feast_layout import FEAST_SERIES, feast_is_pinned
+
+    pin = re.search(r'"feast\[[^"]*\]>=([\d.]+),<([\d.]+)"', (PROJECT_ROOT / "pyproject.toml").read_text())
+    assert pin is not None and pin.group(1) + "." == FEAST_SERIES and feast_is_pinned()
 
 
 @pytest.mark.parametrize("chunk", [None, 64], ids=["one_chunk", "chunks_of_64"])

@@ -27,10 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from feast.infra.key_encoding_utils import serialize_entity_key_prefix
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.protos.feast.types.Value_pb2 import ValueType as ValueTypeProto
 from feast.value_type import ValueType
+
+from fti_assets.resources.feast_layout import (
+    adapt_datetime_epoch,
+    entity_key_prefix,
+    redis_client,
+    redis_field,
+    redis_view_name,
+    sqlite_table,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -157,7 +165,7 @@ def _entity_keys(fv: FeatureView, values: pd.Series) -> list[Piece]:
     column = fv.entity_columns[0]
     if values.isna().any():
         raise ValueError(f"null {column.name} in the frame: Feast cannot serialize a null entity key")
-    prefix = serialize_entity_key_prefix([column.name], 3)
+    prefix = entity_key_prefix([column.name])
     if column.dtype.to_value_type() == ValueType.INT64:
         packed = values.to_numpy(dtype="<i8").view(np.uint8).reshape(len(values), 8)
         return [_const(prefix + struct.pack("<II", ValueTypeProto.INT64, 8)), _ragged(packed, np.full(len(values), 8))]
@@ -271,11 +279,8 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from feast.infra.online_stores.helpers import compute_table_id
-    from feast.infra.online_stores.sqlite import _quote_id, adapt_datetime_epoch
-
     config = store.config
-    table = compute_table_id(config.project, fv, config.registry.enable_online_feature_view_versioning)
+    table = sqlite_table(config, fv)
     key_pieces = _entity_keys(fv, frame[fv.entity_columns[0].name])
     keys = _split(_compact(key_pieces, np.arange(len(frame))), _row_lengths(key_pieces))
     # Rows in primary-key order (entity key, feature name): appending to the indexes is the cheapest insert.
@@ -362,7 +367,7 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
         f"column4 AS word, column5 AS shift FROM (VALUES {spec})) AS f"
     )
     upsert_sql = (
-        f"INSERT INTO main.{_quote_id(table)} ({columns}) SELECT * FROM fti_online_stage.rows "
+        f"INSERT INTO main.{table} ({columns}) SELECT * FROM fti_online_stage.rows "
         # WHERE true: without it SQLite cannot tell the upsert's ON from a join's ON.
         "WHERE true ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
         + ", ".join(f"{c} = excluded.{c}" for c in ["value", "value_text", "event_ts", "created_ts"])
@@ -409,15 +414,13 @@ def _write_sqlite(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> 
 
 def _write_redis(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> int:
     """Feast's hash per entity, written only when newer than the stored one, as raw pipelined HGET/HSETs."""
-    from feast.infra.online_stores.helpers import _mmh3
-    from feast.infra.online_stores.redis import _versioned_fv_name
     from feast.utils import make_tzaware
     from google.protobuf.timestamp_pb2 import Timestamp
 
     config = store.config
     online = config.online_store
-    pool = store._get_provider().online_store._get_client(online).connection_pool
-    view = _versioned_fv_name(fv, config)
+    pool = redis_client(store).connection_pool
+    view = redis_view_name(fv, config)
     ts_field = _bulk([_const(f"_ts:{view}".encode())])
     key = _bulk([*_entity_keys(fv, frame[fv.entity_columns[0].name]), _const(config.project.encode("utf8"))])
     codes, times = _naive_utc(frame[fv.batch_source.timestamp_field])
@@ -432,7 +435,7 @@ def _write_redis(store: FeatureStore, fv: FeatureView, frame: pd.DataFrame) -> i
     hset = [_const(f"*{2 + 2 * (1 + len(fv.features))}\r\n$4\r\nHSET\r\n".encode()), *key, *ts_field, *event_ts]
     for f in fv.features:
         hset += [
-            *_bulk([_const(_mmh3(f"{view}:{f.name}"))]),
+            *_bulk([_const(redis_field(view, f.name))]),
             *_bulk([_ragged(*_encode(frame[f.name], f.dtype.to_value_type()))]),
         ]
     if online.key_ttl_seconds:

@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from feast.infra.key_encoding_utils import serialize_entity_key_prefix
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.protos.feast.types.Value_pb2 import ValueType as ValueTypeProto
 from feast.value_type import ValueType
 
+from fti_assets.resources.feast_layout import entity_key_prefix, redis_client, sqlite_path, sqlite_table
 from fti_assets.serving.sqlite_file import SqliteFile, locked
 
 if TYPE_CHECKING:
@@ -69,8 +69,6 @@ class OnlineFeatureReader:
         input_names: tuple[str, ...],
         lock_wait: float = 5.0,
     ):
-        from feast.infra.online_stores.helpers import compute_table_id
-
         self.store, self.input_names = store, input_names
         config = store.config
         position = {name: j for j, name in enumerate(input_names)}
@@ -81,7 +79,7 @@ class OnlineFeatureReader:
             entity_columns.update((c.name, c.dtype.to_value_type()) for c in view.entity_columns)
             columns = {f.name: position[f.name] for f in projection.features if f.name in position}
             if columns:
-                table = compute_table_id(config.project, view, config.registry.enable_online_feature_view_versioning)
+                table = sqlite_table(config, view)
                 self.views.append(_View(view, table, columns))
         if len(entity_columns) != 1:
             raise ValueError(f"{feature_service.name} has join keys {sorted(entity_columns)}; one is needed")
@@ -91,10 +89,10 @@ class OnlineFeatureReader:
         missing = set(input_names) - {name for v in self.views for name in v.columns}
         if missing:
             raise ValueError(f"{feature_service.name} does not serve {sorted(missing)}")
-        self._key_prefix = serialize_entity_key_prefix([self.join_key], config.entity_key_serialization_version)
+        self._key_prefix = entity_key_prefix([self.join_key], config.entity_key_serialization_version)
         self._sqlite: SqliteFile | None = None
         if config.online_store.type == "sqlite" and config.entity_key_serialization_version == 3:
-            self._sqlite = SqliteFile(store._get_provider().online_store._get_db_path(config), lock_wait)
+            self._sqlite = SqliteFile(sqlite_path(store), lock_wait)
         self._decoded: dict[bytes, float] = {}
 
     @property
@@ -125,17 +123,15 @@ class OnlineFeatureReader:
         """Up to ``n`` ids the store holds rows for (the first in key order; for Redis, the first a bounded
         SCAN finds): real rows a new model is probed with before it serves."""
         if self._sqlite is not None:
-            from feast.infra.online_stores.sqlite import _quote_id
-
             keys = (
                 self._sqlite.connection(wait=True)
-                .execute(f"SELECT DISTINCT entity_key FROM {_quote_id(self.views[0].table)} LIMIT ?", (n,))
+                .execute(f"SELECT DISTINCT entity_key FROM {self.views[0].table} LIMIT ?", (n,))
                 .fetchall()
             )
             return [i for (key,) in keys if (i := self._entity_of(key)) is not None]
         # Feast's Redis key: the serialized entity key, then the project name.
         config = self.store.config
-        client = self.store._get_provider().online_store._get_client(config.online_store)
+        client = redis_client(self.store)
         project = config.project.encode()
         pattern = b"*" + re.sub(rb"([*?\[\]\\])", rb"\\\1", project)
         found: list[str] = []
@@ -207,12 +203,10 @@ class OnlineFeatureReader:
 
     def _sqlite_rows(self, connection, view: _View, keys: dict[bytes, tuple[str, list[int]]]) -> list[tuple]:
         """(key, feature, value, event seconds) per stored row of the keys, from Feast's SQLite table."""
-        from feast.infra.online_stores.sqlite import _quote_id
-
         if not keys:
             return []
         rows = connection.execute(
-            f"SELECT entity_key, feature_name, value, event_ts FROM {_quote_id(view.table)} "
+            f"SELECT entity_key, feature_name, value, event_ts FROM {view.table} "
             f"WHERE entity_key IN ({','.join('?' * len(keys))})",
             list(keys),
         ).fetchall()
