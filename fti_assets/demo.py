@@ -110,16 +110,22 @@ def run_stage(defs, job_name: str, instance: DagsterInstance, days: tuple[str, s
     )
 
 
-def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool = False, out=print) -> dict:
-    """Run every stage job once; return the metadata of each asset's materialization by name."""
-    started = time.perf_counter()
+def prepare(settings: ProjectSettings, instance: DagsterInstance, fresh: bool, out=print):
+    """What every demo does first: recover what a killed run left, fill the simulated source, build the
+    Definitions."""
     # Runs an earlier, killed demo left behind would hold the `gpu` pool slot: the training step would wait forever.
     recovered = recover(instance, settings)
     if recovered:
         out(f"[recovery] {recovered.describe()}")
     if settings.simulator is not None:
         out(f"[source] {fill_simulated_source(settings, fresh)}")
-    defs = build_definitions(settings)
+    return build_definitions(settings)
+
+
+def run_demo(settings: ProjectSettings, instance: DagsterInstance, fresh: bool = False, out=print) -> dict:
+    """Run every stage job once; return the metadata of each asset's materialization by name."""
+    started = time.perf_counter()
+    defs = prepare(settings, instance, fresh, out)
     first_day, last_day = stage_days(settings, defs)
     seen: dict[str, dict] = {}
     stage_seconds: dict[str, float] = {}

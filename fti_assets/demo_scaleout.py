@@ -22,11 +22,11 @@ from pathlib import Path
 
 from dagster import DagsterInstance, execute_job
 
-from fti_assets.definitions import JOBS, build_definitions
-from fti_assets.demo import PARTITIONED_JOBS, QUIET, _run_metadata, fill_simulated_source, stage_days, summary
+from fti_assets.definitions import JOBS
+from fti_assets.demo import PARTITIONED_JOBS, QUIET, _run_metadata, prepare, stage_days, summary
 from fti_assets.monitoring.drift_gate import HeldBack
 from fti_assets.monitoring.sensors import PARTITION_RANGE_END, PARTITION_RANGE_START
-from fti_assets.recovery import recover, run_worker_tags
+from fti_assets.recovery import run_worker_tags
 from fti_assets.resources.build import resolve_env_vars
 from fti_assets.scaleout import BACKEND_ENV, BROKER_ENV, EXECUTOR_ENV, reconstructable_job, redact, step_placements
 from fti_assets.settings import ProjectSettings, load_settings
@@ -61,12 +61,7 @@ def engines(instance: DagsterInstance, defs, settings: ProjectSettings) -> dict[
 def run_scaleout(settings: ProjectSettings, instance: DagsterInstance, out=print) -> dict:
     """Run every stage job through the configured executor; return what ran where, and each asset's metadata."""
     started = time.perf_counter()
-    recovered = recover(instance, settings)
-    if recovered:
-        out(f"[recovery] {recovered.describe()}")
-    if settings.simulator is not None:
-        out(f"[source] {fill_simulated_source(settings, fresh=False)}")
-    defs = build_definitions(settings)
+    defs = prepare(settings, instance, fresh=False, out=out)
     executor = defs.resolve_job_def("ingestion_job").executor_def.name
     if executor != "celery":
         raise SystemExit(
