@@ -62,12 +62,14 @@ rollback: install $(DAGSTER_HOME)/dagster.yaml
 
 # Each prints its named baseline and ours, measured in the same run. Loopback traffic only.
 bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/drift.py --rows 1000000 --columns 10
 	$(BIN)/python bench/online_materialize.py --entities 200000 $(if $(FTI_TEST_REDIS_URL),--redis $(FTI_TEST_REDIS_URL))
 	$(BIN)/python bench/serving.py $(ARGS)
 	$(BIN)/python bench/serving_under_writes.py
 	$(BIN)/python bench/backfill_shape.py
 	$(BIN)/python bench/pipeline_scale.py --scales 1 4
+	$(BIN)/python bench/model_quality.py
 	$(if $(and $(FTI_TEST_POSTGRES_URL),$(FTI_TEST_REDIS_URL)),$(BIN)/python bench/scaleout_backfill.py)
 
 mlflow-ui: install

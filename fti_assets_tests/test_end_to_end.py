@@ -140,7 +140,11 @@ def test_models_are_in_mlflow_and_the_champion_carries_its_contract(e2e):
     assert champion.tags["training_dataset_version"] == seen["training_dataset"]["dataset_version"]
     assert float(champion.tags["test_roc_auc"]) > 0.6
     compared = seen["candidate_model"]["compared"]
-    assert set(compared) == {"sklearn", "mlp"}
+    assert set(compared) == {"sklearn", "hgb", "mlp"}
+    # Each candidate says what its scores draw on: one importance entry per feature.
+    features = seen["training_dataset"]["feature_refs"]
+    for kind in ("sklearn_model", "hgb_model", "mlp_model"):
+        assert len([k for k in seen[kind] if k.startswith("importance/")]) == len(features), kind
 
 
 def test_predictions_cover_every_active_customer_of_every_day_once(e2e):

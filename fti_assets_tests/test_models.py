@@ -12,10 +12,12 @@ from fti_assets.training.evaluation import (
     calibration_gate,
     evaluate_gates,
     fairness_gate,
+    permutation_importance,
 )
 from fti_assets.training.models import (
     best_f1_threshold,
     classification_metrics,
+    train_hgb,
     train_mlp,
     train_sklearn_baseline,
 )
@@ -39,6 +41,66 @@ def test_sklearn_baseline_learns_and_saves_what_the_scorer_loads(tmp_path):
     assert metrics["roc_auc"] > 0.75
     assert json.loads(model.spec_path.read_text()) == {"kind": "sklearn", "features": FEATURES}
     assert model.weights_path.exists()
+
+
+def nonlinear(n=4000, seed=0):
+    """Churn when recency-like f1 is far from typical in either direction, more so for large f2: no linear
+    function of the features ranks it (the logistic regression is near chance), trees do."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    logit = 2.5 * (np.abs(x[:, 0]) - 0.8) * (1 + (x[:, 1] > 0)) - 0.5
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return x, y
+
+
+def test_hgb_learns_a_nonlinear_signal_the_logistic_regression_cannot(tmp_path):
+    x, y = nonlinear()
+    xv, yv = nonlinear(1500, seed=1)
+    xt, yt = nonlinear(3000, seed=2)
+    trees = train_hgb(x, y, xv, yv, FEATURES, tmp_path / "hgb", seed=1)
+    linear = train_sklearn_baseline(x, y, FEATURES, tmp_path / "lr", seed=1)
+    tree_auc = classification_metrics(yt, trees.predict(xt), 0.5)["roc_auc"]
+    linear_auc = classification_metrics(yt, linear.predict(xt), 0.5)["roc_auc"]
+    assert tree_auc > 0.8 and linear_auc < 0.6, (tree_auc, linear_auc)
+    # Early stopping on the validation split ended it well before the upper bound.
+    assert trees.params["best_trees"] <= trees.params["trees"] < 500
+    assert json.loads(trees.spec_path.read_text()) == {"kind": "hgb", "features": FEATURES}
+
+
+def test_hgb_training_is_reproducible_for_a_seed(tmp_path):
+    x, y = nonlinear()
+    xv, yv = nonlinear(1500, seed=1)
+    # Column sampling, so the seed matters.
+    kwargs = dict(max_features=0.5, max_iter=60)
+    first = train_hgb(x, y, xv, yv, FEATURES, tmp_path / "a", seed=3, **kwargs)
+    second = train_hgb(x, y, xv, yv, FEATURES, tmp_path / "b", seed=3, **kwargs)
+    other = train_hgb(x, y, xv, yv, FEATURES, tmp_path / "c", seed=4, **kwargs)
+    np.testing.assert_array_equal(first.predict(x), second.predict(x))
+    assert not np.array_equal(first.predict(x), other.predict(x))
+    assert first.weights_path.read_bytes() == second.weights_path.read_bytes()
+
+
+def test_permutation_importance_finds_the_one_feature_that_carries_the_signal(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30_000, 3))
+    y = (rng.random(30_000) < 1 / (1 + np.exp(-3 * x[:, 1]))).astype(int)
+    model = train_sklearn_baseline(x, y, FEATURES, tmp_path, seed=1)
+    calls = []
+
+    def predict(rows):
+        calls.append(len(rows))
+        return model.predict(rows)
+
+    importance = permutation_importance(predict, x, y, FEATURES, seed=5, repeats=2, max_rows=20_000)
+    assert list(importance.columns) == ["feature", "importance", "std"]
+    assert importance["feature"].iloc[0] == "f2" and importance["importance"].iloc[0] > 0.2
+    assert importance.set_index("feature").loc[["f1", "f3"], "importance"].abs().max() < 0.01
+    # A seeded sample of at most max_rows rows: one baseline and repeats x features shuffles.
+    assert calls == [20_000] * (1 + 2 * 3)
+    again = permutation_importance(model.predict, x, y, FEATURES, seed=5, repeats=2, max_rows=20_000)
+    pd.testing.assert_frame_equal(importance, again)
+    one_class = permutation_importance(model.predict, x, np.zeros(len(x), dtype=int), FEATURES, seed=5)
+    assert one_class["importance"].isna().all()
 
 
 def test_mlp_training_is_reproducible_for_a_seed(tmp_path):
@@ -96,6 +158,7 @@ def test_the_stored_scorer_gives_the_training_scores(tmp_path):
     x, y = synthetic()
     for model in (
         train_sklearn_baseline(x, y, FEATURES, tmp_path / "s", seed=1),
+        train_hgb(x, y, x, y, FEATURES, tmp_path / "h", seed=1, max_iter=30),
         train_mlp(
             x,
             y,
@@ -116,6 +179,8 @@ def test_the_stored_scorer_gives_the_training_scores(tmp_path):
         scorer.load_context(PythonModelContext(artifacts=model.artifacts, model_config={}))
         frame = pd.DataFrame(x, columns=FEATURES).assign(extra="ignored")
         np.testing.assert_allclose(scorer.predict(None, frame), model.predict(x), rtol=1e-5, atol=1e-6)
+        # The online service's entry point: a float matrix, one row at a time too.
+        np.testing.assert_allclose(scorer.predict_matrix(x[:1]), model.predict(x[:1]), rtol=1e-5, atol=1e-6)
 
 
 def test_metrics_and_threshold():
@@ -203,3 +268,25 @@ def test_the_scorer_scores_a_matrix_exactly_as_the_fitted_pipeline(tmp_path):
     assert _scaled_logistic(other) is None
     scorer.estimator, scorer.linear = other.fit(np.where(np.isnan(x), 0.0, x), y), None
     np.testing.assert_array_equal(scorer.predict_matrix(x), other.predict_proba(np.where(np.isnan(x), 0.0, x))[:, 1])
+
+
+def test_the_scorer_walks_gradient_boosted_trees_exactly_as_scikit_learn(tmp_path):
+    """Small inputs (the online service's one row) are walked in numpy, all trees at once, larger ones go to
+    predict_proba: the scores are the same bit for bit, missing values included."""
+    from mlflow.pyfunc import PythonModelContext
+
+    from fti_assets.training.scorer import TREE_WALK_MAX_ROWS, ChurnScorer, _walk_trees
+
+    x, y = nonlinear()
+    model = train_hgb(x, y, *nonlinear(1500, seed=1), FEATURES, tmp_path, seed=1)
+    scorer = ChurnScorer()
+    scorer.load_context(PythonModelContext(artifacts=model.artifacts, model_config={}))
+    assert scorer.trees is not None and len(scorer.trees["roots"]) == model.params["trees"]
+    small = x[:TREE_WALK_MAX_ROWS].copy()
+    small[::5, 0] = np.nan  # missing values count as 0, as in predict
+    expected = scorer.estimator.predict_proba(np.where(np.isnan(small), 0.0, small))[:, 1]
+    np.testing.assert_array_equal(scorer.predict_matrix(small), expected)
+    np.testing.assert_array_equal(scorer.predict_matrix(small[3:4]), expected[3:4])
+    np.testing.assert_array_equal(scorer.predict_matrix(x), scorer.estimator.predict_proba(x)[:, 1])
+    # The trees' own rule for missing values, walked as scikit-learn walks it.
+    np.testing.assert_array_equal(_walk_trees(scorer.trees, small), scorer.estimator.predict_proba(small)[:, 1])

@@ -1,7 +1,8 @@
-"""The candidate models: a logistic-regression baseline and a PyTorch MLP, each logged to MLflow with its
-validation and test metrics and the scorer that serves it."""
+"""The candidate models: a logistic-regression baseline, gradient-boosted trees and a PyTorch MLP, each logged
+to MLflow with its validation and test metrics, its permutation importance and the scorer that serves it."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,12 @@ from fti_assets.training.assets.common import (
     pip_requirements,
     split_arrays,
 )
+from fti_assets.training.evaluation import permutation_importance
 from fti_assets.training.models import (
     TrainedModel,
     best_f1_threshold,
     classification_metrics,
+    train_hgb,
     train_mlp,
     train_sklearn_baseline,
 )
@@ -32,6 +35,25 @@ SCORER_FILE = Path(__file__).parent.parent / "scorer.py"
 
 class SklearnConfig(Config):
     c: float = Field(default=1.0, description="Inverse regularization strength of the logistic regression.")
+    seed: int = 7
+
+
+class HgbConfig(Config):
+    """Hyperparameters of `train_hgb`, by the same names."""
+
+    learning_rate: float = Field(default=0.05, gt=0, description="Shrinkage of each tree's contribution.")
+    max_iter: int = Field(default=500, ge=1, description="Upper bound on trees; early stopping usually ends sooner.")
+    # Small trees with large leaves: churn labels are noisy (a purchase is a rare event), and deeper trees with
+    # smaller leaves scored lower on held-out days of both bench data sets (bench/model_quality.py).
+    max_leaf_nodes: int = Field(default=7, ge=2, description="Leaves per tree: the order of interactions learnt.")
+    min_samples_leaf: int = Field(
+        default=200, ge=1, description="Rows a leaf needs: small leaves fit the noise of sparse purchase logs."
+    )
+    l2_regularization: float = Field(default=1.0, ge=0, description="L2 penalty on leaf values.")
+    max_features: float = Field(
+        default=1.0, gt=0, le=1, description="Share of the features each split considers (drawn with the seed)."
+    )
+    patience: int = Field(default=20, ge=1, description="Trees without a better validation loss before stopping.")
     seed: int = 7
 
 
@@ -53,6 +75,7 @@ def evaluate_and_log(context, model: TrainedModel, dataset_info: dict) -> dict:
     x_val, y_val = split_arrays(dataset_info, "validation")
     x_test, y_test = split_arrays(dataset_info, "test")
     val_scores, test_scores = model.predict(x_val), model.predict(x_test)
+    importance = permutation_importance(model.predict, x_test, y_test, features, seed=model.params["seed"])
     threshold = best_f1_threshold(y_val, val_scores)
     model.spec["threshold"] = threshold
     model.spec_path.write_text(json.dumps(model.spec))
@@ -66,6 +89,13 @@ def evaluate_and_log(context, model: TrainedModel, dataset_info: dict) -> dict:
     with mlflow.start_run(run_name=f"{model.kind}-{dataset_info['version']}", nested=True) as run:
         mlflow.log_params({**model.params, "training_dataset_version": dataset_info["version"]})
         mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        # One metric per feature (compared across runs in MLflow) and the table with its spread.
+        mlflow.log_metrics(
+            {f"importance/{r.feature}": r.importance for r in importance.itertuples() if np.isfinite(r.importance)}
+        )
+        importance_path = model.spec_path.with_name("permutation_importance.json")
+        importance_path.write_text(importance.to_json(orient="records", indent=2))
+        mlflow.log_artifact(str(importance_path))
         # The validation scores are the reference of the prediction-drift check.
         scores_path = model.spec_path.with_name(VALIDATION_SCORES)
         pd.DataFrame({"score": val_scores}).to_parquet(scores_path, index=False)
@@ -90,39 +120,91 @@ def evaluate_and_log(context, model: TrainedModel, dataset_info: dict) -> dict:
         "run_id": run.info.run_id,
         "model_uri": info.model_uri,
         "metrics": metrics,
+        "importance": importance.to_dict(orient="records"),
     }
 
 
 def model_output(context, summary: dict) -> Output:
     metrics = summary["metrics"]
+    importance = summary["importance"]
     return Output(
         summary,
         metadata={
             "mlflow_run": MetadataValue.url(context.resources.registry.run_url(summary["run_id"])),
             "model_uri": summary["model_uri"],
-            # One number per metric, so each plots across materializations in the UI.
+            # One number per metric and per feature's importance, so each plots across materializations in the UI.
             **{name: float(value) for name, value in metrics.items()},
+            **{f"importance/{r['feature']}": float(r["importance"]) for r in importance},
+            "permutation_importance": MetadataValue.md(
+                "Test PR-AUC lost when the feature is shuffled (mean and std over shuffles):\n\n"
+                "| feature | PR-AUC drop | std |\n|---|---|---|\n"
+                + "\n".join(f"| {r['feature']} | {r['importance']:.4f} | {r['std']:.4f} |" for r in importance)
+            ),
         },
     )
 
 
-def build_sklearn_model(settings: ProjectSettings) -> AssetsDefinition:
+def build_tabular_model(
+    settings: ProjectSettings,
+    name: str,
+    config_type: type[Config],
+    train: Callable[[Config, dict, Path], TrainedModel],
+    description: str,
+    metadata: Callable[[TrainedModel], dict] = lambda model: {},
+) -> AssetsDefinition:
+    """A scikit-learn model asset: ``train(config, training_dataset, out_dir)`` on the CPU, then logged."""
+
     @asset(
-        name="sklearn_model",
+        name=name,
         group_name="training",
         required_resource_keys={"mlflow", "registry"},
         kinds={"scikitlearn", "mlflow"},
         owners=OWNERS,
         code_version=MODEL_CODE_VERSION,
-        description="Standardized logistic regression baseline, trained on the train period and logged to MLflow.",
+        description=description,
     )
-    def sklearn_model(context: AssetExecutionContext, config: SklearnConfig, training_dataset: dict):
-        x, y = split_arrays(training_dataset, "train")
-        out_dir = settings.path("models", f"sklearn-{context.run.run_id}")
-        model = train_sklearn_baseline(x, y, training_dataset["features"], out_dir, seed=config.seed, c=config.c)
-        return model_output(context, evaluate_and_log(context, model, training_dataset))
+    def model_asset(context: AssetExecutionContext, config: config_type, training_dataset: dict):
+        out_dir = settings.path("models", f"{name.removesuffix('_model')}-{context.run.run_id}")
+        model = train(config, training_dataset, out_dir)
+        output = model_output(context, evaluate_and_log(context, model, training_dataset))
+        output.metadata.update(metadata(model))
+        return output
 
-    return sklearn_model
+    return model_asset
+
+
+def build_sklearn_model(settings: ProjectSettings) -> AssetsDefinition:
+    def train(config: SklearnConfig, training_dataset: dict, out_dir: Path) -> TrainedModel:
+        x, y = split_arrays(training_dataset, "train")
+        return train_sklearn_baseline(x, y, training_dataset["features"], out_dir, seed=config.seed, c=config.c)
+
+    return build_tabular_model(
+        settings,
+        "sklearn_model",
+        SklearnConfig,
+        train,
+        "Standardized logistic regression baseline, trained on the train period and logged to MLflow.",
+    )
+
+
+def build_hgb_model(settings: ProjectSettings) -> AssetsDefinition:
+    def train(config: HgbConfig, training_dataset: dict, out_dir: Path) -> TrainedModel:
+        x, y = split_arrays(training_dataset, "train")
+        x_val, y_val = split_arrays(training_dataset, "validation")
+        return train_hgb(x, y, x_val, y_val, training_dataset["features"], out_dir, **config.model_dump())
+
+    return build_tabular_model(
+        settings,
+        "hgb_model",
+        HgbConfig,
+        train,
+        "Gradient-boosted trees (scikit-learn's HistGradientBoostingClassifier) on the raw features, trees added "
+        "until the validation loss stops improving; logged to MLflow.",
+        lambda model: {
+            "trees": MetadataValue.int(model.params["trees"]),
+            "best_trees": MetadataValue.int(model.params["best_trees"]),
+        },
+    )
 
 
 def build_mlp_model(settings: ProjectSettings) -> AssetsDefinition:
