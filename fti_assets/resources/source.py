@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,6 +21,10 @@ def _decode_text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
+class SourceUnavailable(ConnectionError):
+    """The source database could not be connected to: names it (password hidden) and the driver's reason."""
+
+
 class SourceResource(ConfigurableResource):
     """Reads purchase transactions (and customers, when the source has them) for a range of days."""
 
@@ -28,6 +34,12 @@ class SourceResource(ConfigurableResource):
     columns: TransactionColumns
     customers: CustomerColumns | None = None
     timezone: str = "UTC"
+    connect_timeout_seconds: int = Field(
+        default=10,
+        ge=2,  # libpq rounds anything less up to 2 s
+        description="Longest wait for a PostgreSQL source to answer a connection (libpq connect_timeout; a "
+        "connect_timeout in the URL wins). Without it, a server that accepts but never answers hangs the run.",
+    )
 
     _file_cache: pd.DataFrame | None = PrivateAttr(default=None)
     _engine_cache: object | None = PrivateAttr(default=None)
@@ -60,11 +72,35 @@ class SourceResource(ConfigurableResource):
                 raise FileNotFoundError(
                     f"source database not found: {database} (source.url or FTI_SOURCE_URL {self._safe_url})"
                 )
-            engine = create_engine(url)
+            connect_args = {}
+            if url.get_driver_name() in ("psycopg2", "psycopg") and "connect_timeout" not in url.query:
+                connect_args["connect_timeout"] = self.connect_timeout_seconds
+            engine = create_engine(url, connect_args=connect_args)
             if url.get_backend_name() == "sqlite":
                 event.listen(engine, "connect", lambda connection, _: setattr(connection, "text_factory", _decode_text))
             self._engine_cache = engine
         return self._engine_cache
+
+    @contextmanager
+    def _connect(self) -> Iterator:
+        """A connection to the source. One that cannot be made fails with the (redacted) URL and the driver's
+        reason; a driver error while reading gets a note naming the source."""
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            conn = self._engine.connect()
+        except DBAPIError as exc:
+            reason = " ".join(str(exc.orig).split())  # libpq's text names host, port and cause, over lines
+            raise SourceUnavailable(
+                f"cannot connect to the source database {self._safe_url} (source.url or FTI_SOURCE_URL): {reason}"
+            ) from exc
+        with conn:
+            try:
+                yield conn
+            except DBAPIError as exc:
+                # The driver's text ("file is not a database") does not say which database: the note does.
+                exc.add_note(f"while reading the source database {self._safe_url}")
+                raise
 
     def _transactions(self, conn):
         """The transaction table and its timestamp column; a missing column names the setting to fix."""
@@ -88,7 +124,7 @@ class SourceResource(ConfigurableResource):
             return self._read_file()
         from sqlalchemy import DateTime, String, or_, select, type_coerce
 
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             table, ts = self._transactions(conn)
             self._check_text_order(conn, ts)
             start, stop = self._bounds(ts, first, end, margin=True)
@@ -126,7 +162,7 @@ class SourceResource(ConfigurableResource):
             return self._read_file().empty
         from sqlalchemy import literal, select
 
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             table, _ = self._transactions(conn)
             return conn.execute(select(literal(1)).select_from(table).limit(1)).first() is None
 
@@ -139,7 +175,7 @@ class SourceResource(ConfigurableResource):
         else:
             from sqlalchemy import func, select
 
-            with self._engine.connect() as conn:
+            with self._connect() as conn:
                 _, column = self._transactions(conn)
                 bound = self._column_value(column, self._local(now))
                 value = conn.execute(select(func.max(column)).where(column <= bound)).scalar_one()
@@ -163,7 +199,7 @@ class SourceResource(ConfigurableResource):
             return int((ts.notna() & ((day < first) | (day >= end))).sum())
         from sqlalchemy import func, or_, select
 
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             table, ts = self._transactions(conn)
             start, stop = self._bounds(ts, first, end)
             query = select(func.count()).select_from(table).where(or_(ts < start, ts >= stop))
@@ -199,7 +235,7 @@ class SourceResource(ConfigurableResource):
             raise ValueError("a file source has no customer table: leave `customers` out of the settings")
         from sqlalchemy import MetaData, Table, select
 
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             table = Table(self.customers.table, MetaData(), autoload_with=conn)
             return pd.read_sql(select(table), conn)
 
@@ -209,7 +245,7 @@ class SourceResource(ConfigurableResource):
             return None
         from sqlalchemy import MetaData, Table, select
 
-        with self._engine.connect() as conn:
+        with self._connect() as conn:
             table = Table(self.customers.table, MetaData(), autoload_with=conn)
             if self.customers.customer_id not in table.c:
                 raise KeyError(

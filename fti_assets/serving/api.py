@@ -8,7 +8,7 @@ import json
 import logging
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -45,6 +45,28 @@ class PredictResponse(BaseModel):
     feature_service: str
     threshold: float
     predictions: list[Prediction]
+
+
+class ErrorBody(BaseModel):
+    """What an error answers (401, 413, 503): a message, and the reason a client can act on."""
+
+    detail: str
+    reason: str = Field(description="unauthorized, too_many_ids, no_champion, online_store_unavailable, ...")
+
+
+class ValidationErrorItem(BaseModel):
+    model_config = ConfigDict(extra="allow")  # pydantic adds `ctx` to some errors
+
+    type: str
+    loc: list[str | int] = Field(description="Where in the request: body, then the path into the JSON.")
+    msg: str
+
+
+class ValidationErrorBody(BaseModel):
+    """The 422 of a body that is not a valid request: one entry per error, without the input itself."""
+
+    detail: list[ValidationErrorItem]
+    reason: Literal["invalid_request"]
 
 
 class ServiceError(Exception):

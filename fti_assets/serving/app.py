@@ -19,9 +19,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fti_assets.serving.api import (
+    ErrorBody,
     PredictRequest,
     PredictResponse,
     ServiceError,
+    ValidationErrorBody,
     bearer_token_dependency,
     install_error_handlers,
     parse_predict,
@@ -105,10 +107,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             }
         },
         responses={
-            401: {"description": "Bearer token missing or wrong (when one is configured)"},
-            413: {"description": "More customer ids than max_ids"},
-            422: {"description": "Not a valid body: the reason per error"},
-            503: {"description": "No champion model, or the online store unavailable or too slow"},
+            401: {"model": ErrorBody, "description": "Bearer token missing or wrong (when one is configured)"},
+            413: {"model": ErrorBody, "description": "More customer ids than max_ids"},
+            422: {"model": ValidationErrorBody, "description": "Not a valid body: the reason per error"},
+            503: {"model": ErrorBody, "description": "No champion model, or the online store unavailable or too slow"},
         },
     )
     async def predict(request: Request) -> Response:
@@ -202,7 +204,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         }
         return Response(json.dumps(payload, separators=(",", ":")), media_type="application/json")
 
-    @app.get("/health")
+    @app.get(
+        "/health",
+        responses={
+            503: {
+                "description": "Unavailable: no champion loaded, or the online store unreachable (the same body)",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
     def health() -> JSONResponse:
         """The model served, the last refresh error, and a real one-entity read of the online store."""
         bundle = watcher.bundle
@@ -243,7 +253,15 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/metrics", dependencies=guarded, response_class=Response)
+    @app.get(
+        "/metrics",
+        dependencies=guarded,
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";", 1)[0]: {}}},
+            401: {"model": ErrorBody, "description": "Bearer token missing or wrong (when one is configured)"},
+        },
+    )
     def prometheus_metrics() -> Response:
         """Prometheus text exposition of the service's metrics."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
