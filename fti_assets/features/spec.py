@@ -8,6 +8,10 @@ here, it gives that service's columns value for value.
 Windows are days up to and including the as-of day, or ``all``: the customer's whole history in the
 transactions given (``history_start`` says which days to read). Whole-history values come from running
 totals per purchase day, joined as of each day, so they cost the population's rows, not its history.
+
+Not yet the pipeline's path: ``bench/model_quality.py`` computes its v2 candidates with it. It repeats
+``features.transform.compute_customer_features`` for ``V1`` (tested equal) but is far slower: 282 s against
+9.5 s for 20,000 customers x 180 days. It replaces that function only once it is as fast.
 """
 
 from __future__ import annotations
