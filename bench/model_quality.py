@@ -43,7 +43,8 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 
-from fti_assets.features.spec import V1, FeatureSpec, compute_features  # noqa: E402
+from fti_assets.features.spec import BUILT_IN_SERVICES, DEFAULT_SERVICES  # noqa: E402
+from fti_assets.features.transform import compute_customer_features  # noqa: E402
 from fti_assets.ingestion.standardize import (  # noqa: E402
     customers_from_transactions,
     standardize_customers,
@@ -56,9 +57,11 @@ from fti_assets.training.labels import compute_churn_labels, label_days  # noqa:
 from fti_assets.training.models import train_hgb, train_mlp, train_sklearn_baseline  # noqa: E402
 
 BOOTSTRAP = 200
-# v1: the columns of the feature service customer_churn_v1 (the spec reproduces them value for value);
-# v2: the spec's defaults (whole history, purchase days, largest purchase, gaps, trend), as customer_churn_v2.
-FEATURE_SETS = {"v1": V1, "v2": FeatureSpec()}
+# The feature services of the embedded settings: customer_churn_v1, and v2 (whole history, purchase days,
+# largest purchase, gaps, trend).
+FEATURE_SETS = {
+    name.rsplit("_", 1)[-1]: service.features for name, service in {**BUILT_IN_SERVICES, **DEFAULT_SERVICES}.items()
+}
 
 
 def source_frames(settings: ProjectSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -100,7 +103,9 @@ def prepare(settings: ProjectSettings) -> dict:
     rows = {}
     for name, spec in FEATURE_SETS.items():
         # The whole log is in memory: every feature set reads all of it before each day (history_start).
-        features = compute_features(transactions, customers, first, labelled_end, settings.active_window_days, tz, spec)
+        features = compute_customer_features(
+            transactions, customers, first, labelled_end, settings.active_window_days, tz, spec
+        ).drop(columns="event_timestamp")
         joined = labels.merge(features, on=["customer_id", "as_of_day"], how="left")
         joined[spec.columns] = joined[spec.columns].astype("float64").fillna(0.0)
         rows[name] = joined

@@ -30,7 +30,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fti_assets.features.transform import FEATURE_TABLE_COLUMNS, WINDOWS, end_of_day_utc  # noqa: E402
+from fti_assets.features.spec import BUILT_IN_SERVICES, V1, as_config  # noqa: E402
+from fti_assets.features.transform import FEATURE_TABLE_COLUMNS, end_of_day_utc  # noqa: E402
 from fti_assets.resources.feast import FeastResource  # noqa: E402
 from fti_assets.settings import PROJECT_ROOT  # noqa: E402
 
@@ -46,7 +47,7 @@ def feature_table(entities: int, day: date = DAY, seed: int = 0) -> pd.DataFrame
     frame = pd.DataFrame({"customer_id": pd.array([f"C{i:08d}" for i in range(entities)], dtype="string")})
     frame["event_timestamp"] = pd.Series([end_of_day_utc(day, "UTC")] * entities).astype("datetime64[us, UTC]")
     frame["as_of_day"] = day.isoformat()
-    for w in WINDOWS:
+    for w in V1.windows:
         count = rng.poisson(w / 7, entities).astype("int64")
         spend = np.where(count > 0, np.round(rng.gamma(2.0, 30.0, entities) * count, 4), 0.0)
         frame[f"txn_count_{w}d"] = count
@@ -67,6 +68,7 @@ def make_store(root: Path, name: str, lake: Path, redis: str | None):
         sqlite_path=str(root / name / "online_store.db"),
         redis_connection_string=redis,
         project=f"bench_{name}_{uuid.uuid4().hex[:8]}",
+        feature_services=as_config(BUILT_IN_SERVICES),  # the v1 view: the table here holds its columns
     )
     store = feast.store()
     store.apply(feast.definitions())

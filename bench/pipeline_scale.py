@@ -6,7 +6,9 @@ Each scale runs `make demo`'s stages (fti_assets.demo.run_demo) on the simulator
 ``customers x scale`` customers, in a process of its own (peak RSS is that process's). ``--sparse``
 adds the shape of a real shop's log: 25,000 customers over 18 months, 3 purchases each on average.
 In the same process, after the graph, three floors are timed on the same data:
-- features: DuckDB alone computes the same feature rows from the same raw parquet and writes them;
+- features: DuckDB alone computes the same feature rows from the same raw parquet and writes them, with
+  customer_churn_v1's columns only (the stage computes every declared service's: 27 columns with v2, the
+  default; so the floor does less work than the stage);
 - inference: plain scoring, the champion loaded once, every feature row predicted, written to parquet;
 - the point-in-time join: a plain DuckDB ASOF join of the last 30 labelled days to the feature table,
   against the project's join (Feast's semantics) and Feast's own get_historical_features.
@@ -34,19 +36,22 @@ FEATURES_STAGE = "features_job"
 
 
 def duckdb_floor(lake: Path, out: Path, active_window_days: int) -> tuple[float, int]:
-    """Per customer and day, the feature values of customer_features, in one DuckDB statement (signup days
-    in UTC here, in the source's time zone in the project: the same work, a floor for its time)."""
+    """Per customer and day, customer_churn_v1's feature values, in one DuckDB statement (signup days in UTC
+    here, in the source's time zone in the project): a floor for the stage's time."""
     import duckdb
 
-    from fti_assets.features.transform import WINDOWS
+    from fti_assets.features.spec import V1
 
-    longest = max(active_window_days, *WINDOWS)
+    windows_days = V1.windows
+    longest = max(active_window_days, *windows_days)
     windows = ",\n".join(
         f"coalesce(sum(spend) FILTER (WHERE day > as_of - {w}), 0) AS spend_sum_{w}d, "
         f"coalesce(sum(n) FILTER (WHERE day > as_of - {w}), 0) AS txn_count_{w}d"
-        for w in WINDOWS
+        for w in windows_days
     )
-    means = ", ".join(f"coalesce(spend_sum_{w}d / nullif(txn_count_{w}d, 0), 0) AS spend_mean_{w}d" for w in WINDOWS)
+    means = ", ".join(
+        f"coalesce(spend_sum_{w}d / nullif(txn_count_{w}d, 0), 0) AS spend_mean_{w}d" for w in windows_days
+    )
     started = time.perf_counter()
     con = duckdb.connect()
     rows = con.execute(

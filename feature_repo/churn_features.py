@@ -1,7 +1,8 @@
 """Feast definitions of the churn use case: the feature contract between the pipelines.
 
 Versioned by name and never edited in place once a model depends on them: a change is a new
-feature view / feature service (``..._v2``) declared beside the old one.
+feature view / feature service (``..._v3``) declared beside the old ones in the settings
+(``feature_services``); ``customer_churn_v1`` is built in (``features.spec.BUILT_IN_SERVICES``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 
+from fti_assets.features.spec import FeatureSpec, as_config
+from fti_assets.settings import load_settings
+
 FEATURE_TABLE = "customer_features"
 
 
-def feature_objects(lake_root: str) -> list:
-    """Entity, source, feature views and feature services, reading the feature table under ``lake_root``."""
+def feature_objects(lake_root: str, service_specs: dict[str, dict]) -> list:
+    """Entity, source, and per service (``spec.as_config`` of the settings' services) its feature view and the
+    service itself, reading the feature table under ``lake_root``."""
     customer = Entity(
         name="customer",
         join_keys=["customer_id"],
@@ -30,31 +35,31 @@ def feature_objects(lake_root: str) -> list:
         timestamp_field="event_timestamp",
         description="One parquet file per day: rolling aggregates as of the end of that day.",
     )
-    activity_v1 = FeatureView(
-        name="customer_activity_v1",
-        entities=[customer],
-        # One row per active customer and day: a row older than a day describes someone no longer active.
-        ttl=timedelta(days=1),
-        schema=[
-            *(Field(name=f"spend_sum_{w}d", dtype=Float64) for w in (7, 30, 90)),
-            *(Field(name=f"spend_mean_{w}d", dtype=Float64) for w in (7, 30, 90)),
-            *(Field(name=f"txn_count_{w}d", dtype=Int64) for w in (7, 30, 90)),
-            Field(name="days_since_last_purchase", dtype=Int64),
-            Field(name="tenure_days", dtype=Int64),
-        ],
-        source=daily_source,
-        online=True,
-        owner="team:ml-platform",
-        tags={"use_case": "churn"},
-    )
-    churn_v1 = FeatureService(
-        name="customer_churn_v1",
-        features=[activity_v1],
-        description="Features the churn model v1 is trained and served with.",
-    )
-    return [customer, daily_source, activity_v1, churn_v1]
+    views, services = [], []
+    for name, service in service_specs.items():
+        spec = FeatureSpec.model_validate(service["features"])
+        integer = set(spec.integer_columns)
+        view = FeatureView(
+            name=service["view"],
+            entities=[customer],
+            # One row per active customer and day: a row older than a day describes someone no longer active.
+            ttl=timedelta(days=1),
+            schema=[Field(name=c, dtype=Int64 if c in integer else Float64) for c in spec.columns],
+            source=daily_source,
+            online=True,
+            owner="team:ml-platform",
+            tags={"use_case": "churn"},
+        )
+        views.append(view)
+        services.append(
+            FeatureService(
+                name=name, features=[view], description=f"Features churn models {name} are trained and served with."
+            )
+        )
+    return [customer, daily_source, *views, *services]
 
 
 # Module-level objects, so `feast apply` run in this folder finds them too.
-_objects = feature_objects(os.environ.get("FTI_LAKE_DIR", str(Path(__file__).parent.parent / "data" / "lake")))
-customer, customer_features_daily, customer_activity_v1, customer_churn_v1 = _objects
+# The services come from the settings (FTI_CONFIG, or the embedded default), as in the Dagster project.
+_lake = os.environ.get("FTI_LAKE_DIR", str(Path(__file__).parent.parent / "data" / "lake"))
+_objects = feature_objects(_lake, as_config(load_settings().all_feature_services))

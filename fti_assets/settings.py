@@ -19,6 +19,8 @@ import yaml
 from dagster import Config
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fti_assets.features.spec import BUILT_IN_SERVICES, DEFAULT_SERVICES, FeatureSpec, ServiceSpec, merged
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "simulated.yaml"
 
@@ -229,7 +231,14 @@ class ProjectSettings(_Strict):
         description="Days a range run computes and writes at a time: bounds its memory; a progress line each.",
     )
     split: SplitSettings = SplitSettings()
-    feature_service: str = "customer_churn_v1"
+    feature_services: dict[str, ServiceSpec] = Field(
+        default=DEFAULT_SERVICES,
+        description=(
+            "Feature services declared beside the built-in customer_churn_v1, by name: each a feature view and its "
+            "features (windows, aggregates, gaps, trends). All views read one feature table."
+        ),
+    )
+    feature_service: str = Field(default="customer_churn_v2", description="The service new models train on.")
     model_name: str = "customer_churn"
     simulator: SimulatorSettings | None = Field(default=None, description="Fill the source with the simulator.")
     monitoring: MonitoringSettings = MonitoringSettings()
@@ -240,6 +249,30 @@ class ProjectSettings(_Strict):
         if self.end_date < self.start_date:
             raise ValueError(f"end_date {self.end_date} is before start_date {self.start_date}")
         return self
+
+    @model_validator(mode="after")
+    def _services_are_new_versions(self) -> ProjectSettings:
+        for name in set(self.feature_services) & set(BUILT_IN_SERVICES):
+            if self.feature_services[name] != BUILT_IN_SERVICES[name]:
+                raise ValueError(f"{name} is fixed (models trained on it read it): declare a new version beside it")
+        views = [service.view for service in self.all_feature_services.values()]
+        if len(set(views)) != len(views):
+            raise ValueError(f"each feature service needs a feature view of its own, got {views}")
+        if self.feature_service not in self.all_feature_services:
+            raise ValueError(
+                f"feature_service {self.feature_service!r} is not among {sorted(self.all_feature_services)}"
+            )
+        return self
+
+    @property
+    def all_feature_services(self) -> dict[str, ServiceSpec]:
+        """The built-in services and the declared ones, by name."""
+        return {**BUILT_IN_SERVICES, **self.feature_services}
+
+    @property
+    def feature_table_spec(self) -> FeatureSpec:
+        """The columns of the one feature table that every service's view reads."""
+        return merged([service.features for service in self.all_feature_services.values()])
 
     @property
     def end_exclusive(self) -> date:

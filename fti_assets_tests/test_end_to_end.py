@@ -75,16 +75,22 @@ def test_features_are_in_the_offline_source_and_the_online_store(e2e):
 
     feast = build_resources(settings)["feast"]
     store = feast.store()
-    assert [s.name for s in store.list_feature_services()] == ["customer_churn_v1"]
+    assert sorted(s.name for s in store.list_feature_services()) == ["customer_churn_v1", "customer_churn_v2"]
     last_day = pd.read_parquet(settings.path("lake", "customer_features", f"{settings.end_date}.parquet"))
     assert len(last_day) == seen["online_features"]["entities"] > 50
+    assert list(last_day.columns[3:]) == settings.feature_table_spec.columns
     some = last_day.sample(5, random_state=0)
-    online = store.get_online_features(
-        features=store.get_feature_service("customer_churn_v1"),
-        entity_rows=[{"customer_id": c} for c in some["customer_id"]],
-    ).to_df()
-    merged = online.merge(some, on="customer_id", suffixes=("_online", "_offline"))
-    pd.testing.assert_series_equal(merged["spend_sum_30d_online"], merged["spend_sum_30d_offline"], check_names=False)
+    for service, columns in [
+        ("customer_churn_v1", ["spend_sum_30d"]),
+        ("customer_churn_v2", ["spend_sum_all", "purchase_gap_mean_days"]),
+    ]:
+        online = store.get_online_features(
+            features=store.get_feature_service(service),
+            entity_rows=[{"customer_id": c} for c in some["customer_id"]],
+        ).to_df()
+        merged = online.merge(some, on="customer_id", suffixes=("_online", "_offline"))
+        for column in columns:
+            pd.testing.assert_series_equal(merged[f"{column}_online"], merged[f"{column}_offline"], check_names=False)
 
 
 def test_labels_exist_only_where_the_horizon_is_complete(e2e):
@@ -161,7 +167,7 @@ def test_predictions_cover_every_active_customer_of_every_day_once(e2e):
     assert len(predictions) == len(features) == seen["churn_predictions"]["dagster/row_count"]
     assert not predictions.duplicated(["as_of_day", "customer_id"]).any()
     assert set(predictions["model_version"]) == {"1"}
-    assert set(predictions["feature_service"]) == {"customer_churn_v1"}
+    assert set(predictions["feature_service"]) == {settings.feature_service}
     assert predictions["score"].between(0, 1).all()
 
 
@@ -258,7 +264,7 @@ def test_skew_check_catches_a_corrupted_online_value(e2e):
     corrupted = latest.head(1).copy()
     victim = corrupted["customer_id"].iat[0]
     corrupted["spend_sum_30d"] = corrupted["spend_sum_30d"] + 1000.0
-    store.write_to_online_store("customer_activity_v1", corrupted)
+    store.write_to_online_store(settings.all_feature_services[settings.feature_service].view, corrupted)
     from dagster import materialize
 
     result = materialize(
@@ -289,6 +295,7 @@ def test_features_written_a_chunk_at_a_time_equal_one_pass_over_the_whole_range(
         settings.end_exclusive,
         settings.active_window_days,
         settings.source.timezone,
+        settings.feature_table_spec,
     )
     written = pd.concat(pd.read_parquet(p) for p in sorted((lake / "customer_features").glob("*.parquet"))).reset_index(
         drop=True

@@ -240,3 +240,33 @@ def test_a_candidate_whose_scores_are_not_probabilities_is_not_promoted(world):
     assert result.metadata["promoted"] is False
     reason = result.metadata["reason"]
     assert "probe rows" in reason and "not finite" in reason, reason
+
+
+def test_rollback_across_feature_service_versions_scores_with_the_champions_own_service(world):
+    """A model on customer_churn_v1 and one on customer_churn_v2 in the registry: whichever is the champion,
+    batch inference reads that model's own service, and rolling back and forth needs no other change.
+    Last in the module: it leaves a v1 training dataset behind."""
+    settings, instance = world
+    on_v1 = build_definitions(small_settings(settings.data_dir, feature_service="customer_churn_v1"))
+    on_v1.resolve_job_def("training_job").execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
+    defs = build_definitions(settings)
+    registry, feast, predictions = defs.resources["registry"], defs.resources["feast"], defs.resources["predictions"]
+    latest = {}
+    for version in registry.client().search_model_versions(f"name='{registry.model_name}'"):
+        service = version.tags.get("feature_service")
+        # Not the other tests' hand-made versions, whose services or schemas are gone.
+        if service in ("customer_churn_v1", "customer_churn_v2") and version.tags["feature_schema_hash"] == (
+            feast.feature_schema_hash(service)
+        ):
+            latest[service] = max(latest.get(service, 0), int(version.version))
+    assert {"customer_churn_v1", "customer_churn_v2"} <= set(latest)
+    day = settings.end_date.isoformat()
+    for service in ["customer_churn_v1", "customer_churn_v2", "customer_churn_v1"]:
+        rollback(registry, feast, str(latest[service]), f"to the model on {service}")
+        scored = defs.resolve_job_def("batch_inference_job").execute_in_process(
+            instance=instance, partition_key=day, run_config=QUIET
+        )
+        metadata = scored.get_asset_materialization_events()[0].materialization.metadata
+        assert (metadata["feature_service"].value, metadata["model_version"].value) == (service, str(latest[service]))
+        rows = predictions.read_days([day])
+        assert len(rows) > 50 and set(rows["feature_service"]) == {service}

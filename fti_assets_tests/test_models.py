@@ -246,7 +246,8 @@ def test_gate_report_names_every_failed_gate():
 
 def test_the_scorer_scores_a_matrix_exactly_as_the_fitted_pipeline(tmp_path):
     """The online service's entry point: the scaler + logistic regression arithmetic without sklearn's per-call
-    checks gives predict_proba's scores bit for bit; any other estimator goes through predict_proba."""
+    checks gives predict_proba's scores (to the last bits of the sum's order), and each row's score the same bit
+    for bit whatever else the call holds; any other estimator goes through predict_proba."""
     from mlflow.pyfunc import PythonModelContext
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import MinMaxScaler
@@ -260,9 +261,17 @@ def test_the_scorer_scores_a_matrix_exactly_as_the_fitted_pipeline(tmp_path):
     assert scorer.linear is not None
     x[::7, 1] = np.nan  # missing values count as 0, as in predict
     expected = scorer.estimator.predict_proba(np.where(np.isnan(x), 0.0, x))[:, 1]
-    np.testing.assert_array_equal(scorer.predict_matrix(x), expected)
-    np.testing.assert_array_equal(scorer.predict_matrix(x[5:6]), expected[5:6])
-    np.testing.assert_array_equal(scorer.predict(None, pd.DataFrame(x, columns=FEATURES)), expected)
+    scores = scorer.predict_matrix(x)
+    np.testing.assert_allclose(scores, expected, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(scorer.predict(None, pd.DataFrame(x, columns=FEATURES)), scores)
+    # Wide enough (27 features, as v2) that a matrix product sums in another order for another number of rows.
+    wide_x = np.hstack([x, np.random.default_rng(2).normal(size=(len(x), 24)) * 100])
+    wide_names = [*FEATURES, *(f"noise_{i}" for i in range(24))]
+    wide = ChurnScorer()
+    artifacts = train_sklearn_baseline(np.nan_to_num(wide_x), y, wide_names, tmp_path / "wide", seed=1).artifacts
+    wide.load_context(PythonModelContext(artifacts=artifacts, model_config={}))
+    together = wide.predict_matrix(wide_x[:200])
+    assert all(wide.predict_matrix(wide_x[row : row + 1])[0] == together[row] for row in range(200))
 
     other = make_pipeline(MinMaxScaler(), scorer.estimator.steps[-1][1])
     assert _scaled_logistic(other) is None

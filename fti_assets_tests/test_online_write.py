@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fti_assets.features.spec import BUILT_IN_SERVICES, as_config
 from fti_assets.features.transform import FEATURE_COLUMNS, FEATURE_TABLE_COLUMNS, end_of_day_utc
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.feast_layout import redis_client
@@ -65,6 +66,8 @@ def _store(data_dir: Path, redis_url: str | None):
         redis_connection_string=redis_url,
         # Unique per store: Redis keys end with the project, so parallel runs never collide.
         project=f"t{uuid.uuid4().hex[:12]}",
+        # The v1 view alone: the frames here hold its columns.
+        feature_services=as_config(BUILT_IN_SERVICES),
     )
     store = feast.store()
     store.apply(feast.definitions())

@@ -25,6 +25,9 @@ httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
 POLL_SECONDS = 0.2
+# The service the demo's champion is trained on (the embedded settings' feature_service).
+SERVICE = small_settings(Path("unused")).feature_service
+VIEW = small_settings(Path("unused")).all_feature_services[SERVICE].view
 SWAP_DEADLINE_SECONDS = 60  # a model load takes about a second; this bounds a test, not a target
 
 
@@ -146,7 +149,7 @@ def test_known_ids_score_like_the_champion_on_the_same_online_features(demo, ser
     body = response.json()
     expected, online, champion = direct_scores(feast, registry, known_ids)
     assert body["model_version"] == str(champion.version)
-    assert body["feature_service"] == champion.tags["feature_service"] == "customer_churn_v1"
+    assert body["feature_service"] == champion.tags["feature_service"] == SERVICE
     threshold = float(champion.tags["threshold"])
     assert body["threshold"] == threshold
     answers = body["predictions"]
@@ -193,14 +196,14 @@ def test_every_answered_id_is_in_the_request_log(demo, service, known_ids):
     new = log.tail(2).set_index("customer_id")
     assert list(new.index) == ids
     assert set(new["model_version"]) == {body["model_version"]}
-    assert set(new["feature_service"]) == {"customer_churn_v1"}
+    assert set(new["feature_service"]) == {SERVICE}
     assert new.loc[ids[0], "known"] and not new.loc[ids[1], "known"]
     assert new.loc[ids[0], "churn_probability"] == body["predictions"][0]["churn_probability"]
     assert pd.isna(new.loc[ids[1], "churn_probability"])
     # The features logged are the online features the score used.
     store = feast.store()
     online = store.get_online_features(
-        features=store.get_feature_service("customer_churn_v1"),
+        features=store.get_feature_service(SERVICE),
         entity_rows=[{"customer_id": ids[0]}],
         full_feature_names=False,
     ).to_dict()
@@ -265,7 +268,7 @@ def test_health_names_the_model_and_reads_the_online_store(demo, service):
     health = response.json()
     assert health["status"] == "ok"
     assert health["model_version"] == str(registry.champion().version)
-    assert health["feature_service"] == "customer_churn_v1"
+    assert health["feature_service"] == SERVICE
     assert health["online_store"]["reachable"] is True
     assert health["last_error"] is None
     # The fast paths, each checked against its slow equivalent when the model loaded.
@@ -285,7 +288,7 @@ def test_metrics_count_requests_and_name_the_model_version(service, known_ids):
     assert 'fti_service_requests_total{endpoint="/predict",method="POST",status="422"}' in text
     assert 'fti_service_errors_total{endpoint="/predict",reason="invalid_request"}' in text
     assert 'fti_service_request_seconds_bucket{endpoint="/predict",le="0.003"}' in text
-    assert f'fti_service_model_info{{feature_service="customer_churn_v1",model_version="{version}"}} 1.0' in text
+    assert f'fti_service_model_info{{feature_service="{SERVICE}",model_version="{version}"}} 1.0' in text
     assert f"fti_service_model_version {float(version)}" in text
     assert 'fti_service_predicted_ids_total{known="true"}' in text
 
@@ -442,12 +445,12 @@ def test_a_feature_schema_changed_under_the_served_model_stops_serving_it(demo, 
         project=feast.project,
         sqlite_path=feast.sqlite_path,
     )
-    original = {type(o).__name__: o for o in local.definitions()}
+    original = {o.name: o for o in local.definitions()}
     running = RunningService(service_settings(local, registry, tmp_path / "log"))
     try:
         assert running.client.post("/predict", json={"customer_ids": known_ids[:1]}).status_code == 200
-        view = original["FeatureView"]
-        local.store().apply([FeatureService(name="customer_churn_v1", features=[view[["spend_sum_7d"]]])])
+        view = original[VIEW]
+        local.store().apply([FeatureService(name=SERVICE, features=[view[["spend_sum_7d"]]])])
         deadline = time.monotonic() + SWAP_DEADLINE_SECONDS
         reasons = []
         while time.monotonic() < deadline:
@@ -463,7 +466,7 @@ def test_a_feature_schema_changed_under_the_served_model_stops_serving_it(demo, 
         assert "feature schema" in response.json()["detail"]
         assert running.client.get("/health").json()["model_version"] is None
 
-        local.store().apply([original["FeatureService"]])
+        local.store().apply([original[SERVICE]])
         deadline = time.monotonic() + SWAP_DEADLINE_SECONDS
         while response.status_code == 503 and time.monotonic() < deadline:
             time.sleep(POLL_SECONDS)
@@ -573,7 +576,7 @@ def test_a_new_champion_is_swapped_in_while_requests_keep_succeeding(demo, servi
     assert health["model_version"] == new_version and health["last_error"] is None
     metrics = service.client.get("/metrics").text
     assert f"fti_service_model_version {float(new_version)}" in metrics
-    assert f'fti_service_model_info{{feature_service="customer_churn_v1",model_version="{new_version}"}} 1.0' in metrics
+    assert f'fti_service_model_info{{feature_service="{SERVICE}",model_version="{new_version}"}} 1.0' in metrics
     assert f'model_version="{old.version}"' not in metrics
 
 

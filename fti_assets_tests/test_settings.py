@@ -31,6 +31,11 @@ def test_environment_url_wins_over_the_file(monkeypatch, tmp_path):
         ({"end_date": "2025-01-01"}, "before start_date"),
         ({"label_horizon_days": 0}, "label_horizon_days"),
         ({"unknown_key": 1}, "unknown_key"),
+        # Feature services only add versions: v1 is fixed, views are never shared, training reads a known one.
+        ({"feature_services": {"customer_churn_v1": {"view": "customer_activity_v1"}}}, "customer_churn_v1 is fixed"),
+        ({"feature_services": {"customer_churn_v3": {"view": "customer_activity_v1"}}}, "a feature view of its own"),
+        ({"feature_service": "customer_churn_v9"}, "customer_churn_v9"),
+        ({"feature_services": {"v3": {"view": "v3", "features": {"windows": ["all", 0]}}}}, "windows"),
     ],
 )
 def test_bad_settings_name_the_key(override, message, tmp_path):
@@ -45,3 +50,20 @@ def test_bad_time_zone_and_missing_file_are_refused(tmp_path):
         load_settings(bad)
     with pytest.raises(FileNotFoundError, match="FTI_CONFIG"):
         load_settings(tmp_path / "missing.yaml")
+
+
+def test_declared_services_join_the_built_in_v1_in_one_feature_table(tmp_path):
+    settings = load_settings(
+        DEFAULT_CONFIG,
+        data_dir=str(tmp_path),
+        feature_services={"customer_churn_v3": {"view": "customer_activity_v3", "features": {"windows": [14]}}},
+        feature_service="customer_churn_v3",
+    )
+    assert sorted(settings.all_feature_services) == ["customer_churn_v1", "customer_churn_v3"]
+    columns = settings.feature_table_spec.columns
+    assert {"spend_sum_7d", "spend_sum_90d", "spend_max_14d", "purchase_days_14d", "purchase_gap_mean_days"} <= set(
+        columns
+    )
+    # The embedded default declares v2 and trains on it.
+    default = load_settings(DEFAULT_CONFIG, data_dir=str(tmp_path))
+    assert default.feature_service == "customer_churn_v2" and "spend_sum_all" in default.feature_table_spec.columns

@@ -15,20 +15,24 @@ from dagster import (
     asset,
 )
 
-from fti_assets.features.transform import FEATURE_COLUMNS, compute_customer_features, lookback_start
+from fti_assets.features.spec import as_config, history_start
+from fti_assets.features.transform import PurchaseDays, compute_customer_features
 from fti_assets.metadata import column_schema
 from fti_assets.partitions import DaySlices, Progress, chunk_bounds, chunks, daily_partitions, run_days
 from fti_assets.resources.feast import FeastResource, repo_version
 from fti_assets.resources.lake import LakeResource
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings
-from fti_assets.versioning import frame_version
+from fti_assets.versioning import frame_version, text_version
 
 OWNERS = ["team:ml-platform"]
 FEATURE_TABLE = "customer_features"
 
 
 def build_feature_assets(settings: ProjectSettings) -> list:
-    lookback_days = (settings.start_date - lookback_start(settings.start_date, settings.active_window_days)).days
+    table_spec = settings.feature_table_spec
+    # What a day's features read: the whole history before it, or the look-back of the longest window.
+    read_from = history_start(settings.end_date, settings.active_window_days, table_spec, settings.start_date)
+    lookback_days = (settings.end_date - read_from).days
 
     @asset(
         name="feature_definitions",
@@ -69,32 +73,38 @@ def build_feature_assets(settings: ProjectSettings) -> list:
         ],
         kinds={"duckdb", "parquet", "feast"},
         owners=OWNERS,
-        code_version="1",
+        # The features the settings declare are part of the code: a new service version marks the table stale.
+        code_version=f"2.{text_version([repr(as_config(settings.all_feature_services))])}",
         description=(
-            "Per active customer and day: spend sum/mean and purchase count over 7/30/90 days, days since the "
-            "last purchase and tenure, as of the end of the day. The Feast offline source of the feature views."
+            "Per active customer and day, as of the end of the day: the columns of every feature service's view "
+            "(settings: feature_services), e.g. spend sum/mean/max, transactions and purchase days over 7/30/90 "
+            "days and the whole history, days since the last purchase, tenure, purchase gaps and trend. The Feast "
+            "offline source of the feature views."
         ),
     )
     def customer_features(context: AssetExecutionContext, lake: LakeResource):
         first, end = run_days(context)
         customers = pd.read_parquet(lake.table_path("raw_customers"))
+        # The purchase log is small beside customers x days: read and reduced to purchase days once per run.
+        raw_first = history_start(first, settings.active_window_days, table_spec, settings.start_date)
+        transactions = lake.read_days("raw_transactions", raw_first, end, columns=["customer_id", "day", "amount"])
+        purchases = PurchaseDays.of(transactions)
         progress = Progress(context, len(context.partition_keys))
         # A chunk of days at a time: memory follows the chunk, not the range.
         for chunk in chunks(context.partition_keys, settings.range_chunk_days):
-            chunk_first, chunk_end = chunk_bounds(chunk)
-            transactions = lake.read_days(
-                "raw_transactions", lookback_start(chunk_first, settings.active_window_days), chunk_end
-            )
-            if transactions.empty:
-                transactions = pd.DataFrame({"customer_id": [], "day": [], "amount": []})
             features = compute_customer_features(
-                transactions, customers, chunk_first, chunk_end, settings.active_window_days, settings.source.timezone
+                purchases,
+                customers,
+                *chunk_bounds(chunk),
+                settings.active_window_days,
+                settings.source.timezone,
+                table_spec,
             )
             feature_days = DaySlices.of(features, "as_of_day")
             for key in chunk:
                 lake.write_day(FEATURE_TABLE, date.fromisoformat(key), feature_days.rows(key))
             # Each day's own figures, from one grouping of the chunk's rows.
-            means = features.groupby("as_of_day")[FEATURE_COLUMNS].mean().round(4).add_prefix("mean_")
+            means = features.groupby("as_of_day")[table_spec.columns].mean().round(4).add_prefix("mean_")
             means = means.to_dict(orient="index")
             feature_days.report(
                 context,

@@ -52,13 +52,10 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
         description="No nulls in feature values, no negative counts or sums.",
     )
     def feature_data_quality(context: AssetCheckExecutionContext, lake: LakeResource):
-        from fti_assets.features.transform import FEATURE_COLUMNS
-
+        columns = settings.feature_table_spec.columns
         # Feature rows are the active population: it grows through the look-back's warm-up and shrinks
         # with churn, smoothly; a broken load shows in the raw check's row counts.
-        results = _day_quality(
-            lake, FEATURE_TABLE, context.partition_keys, ["customer_id", *FEATURE_COLUMNS], FEATURE_COLUMNS
-        )
+        results = _day_quality(lake, FEATURE_TABLE, context.partition_keys, ["customer_id", *columns], columns)
         yield from day_check_events(context, context.check_specs[0].key, results, blocking=True)
 
     @asset_check(

@@ -15,6 +15,7 @@ import os
 
 from dagster import EnvVar
 
+from fti_assets.features.spec import as_config
 from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource
 from fti_assets.resources.mlflow import ModelRegistryResource, mlflow_tracking
@@ -49,6 +50,7 @@ def build_resources(settings: ProjectSettings) -> dict:
             online_store=os.environ.get("FTI_ONLINE_STORE", "sqlite"),
             sqlite_path=str(settings.path("feast", "online_store.db")),
             redis_connection_string=_env_or("FTI_REDIS_URL", None),
+            feature_services=as_config(settings.all_feature_services),
         ),
         "mlflow": mlflow_tracking.configured(
             {

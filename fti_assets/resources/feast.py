@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Literal
 
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
 
+from fti_assets.features.spec import BUILT_IN_SERVICES, DEFAULT_SERVICES, as_config
 from fti_assets.quiet import silence_known_warnings
 from fti_assets.versioning import text_version
 
@@ -33,6 +35,10 @@ class FeastResource(ConfigurableResource):
     sqlite_path: str | None = Field(default=None, description="Online store file when online_store=sqlite.")
     redis_connection_string: str | None = Field(default=None, description="host:port[,password=...] for Redis.")
     project: str = "fti"
+    feature_services: dict[str, dict] = Field(
+        default_factory=lambda: as_config({**BUILT_IN_SERVICES, **DEFAULT_SERVICES}),
+        description="Feature services by name, each its view and features (spec.as_config of the settings').",
+    )
 
     _store: object | None = PrivateAttr(default=None)
 
@@ -45,7 +51,7 @@ class FeastResource(ConfigurableResource):
         return make_url(self.registry_url).render_as_string(hide_password=True)
 
     def definitions_version(self) -> str:
-        return repo_version(self.repo_path)
+        return text_version([repo_version(self.repo_path), json.dumps(self.feature_services, sort_keys=True)])
 
     def definitions(self) -> list:
         """The Feast objects declared in the repo, pointed at this lake."""
@@ -55,7 +61,7 @@ class FeastResource(ConfigurableResource):
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             if hasattr(module, "feature_objects"):
-                objects.extend(module.feature_objects(self.lake_root))
+                objects.extend(module.feature_objects(self.lake_root, self.feature_services))
         silence_known_warnings()  # the repo imports Feast, which resets the DeprecationWarning filter
         return objects
 

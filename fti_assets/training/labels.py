@@ -28,35 +28,14 @@ def compute_churn_labels(
 ) -> pd.DataFrame:
     """Labels for the as-of days [first, end); ``transactions`` covers the look-back and the horizon."""
     population = active_population(transactions, first, end, active_window_days)
-    if population.empty:
-        return pd.DataFrame(columns=LABEL_COLUMNS)
-    as_of = pd.to_datetime(population["as_of_day"])
-    population["customer_id"] = population["customer_id"].astype(str)
-    purchases = (
-        transactions[["customer_id", "day"]]
-        .astype({"customer_id": str})
-        .assign(next_day=lambda f: pd.to_datetime(f["day"]))
-        .drop_duplicates(["customer_id", "next_day"])
-        .sort_values("next_day")
-    )
-    keyed = population.assign(as_of=as_of).sort_values("as_of")
-    # The first purchase day strictly after D; churned when there is none within the horizon.
-    joined = pd.merge_asof(
-        keyed,
-        purchases[["customer_id", "next_day"]],
-        left_on="as_of",
-        right_on="next_day",
-        by="customer_id",
-        direction="forward",
-        allow_exact_matches=False,
-    )
-    churned = joined["next_day"].isna() | (joined["next_day"] > joined["as_of"] + pd.Timedelta(days=horizon_days))
-    out = pd.DataFrame(
+    # The next purchase day after D comes with the population: churned when it is beyond the horizon (or none).
+    churned = population["next_purchase_day"] > population["as_of"] + horizon_days
+    return pd.DataFrame(
         {
-            "customer_id": joined["customer_id"].astype("string"),
-            "as_of_day": joined["as_of_day"],
-            "event_timestamp": end_of_day_times(joined["as_of"], timezone),
+            "customer_id": population["customer_id"],
+            "as_of_day": population["as_of_day"],
+            "event_timestamp": end_of_day_times(population["as_of"].to_numpy(), timezone),
             "churned": churned.astype("int64"),
-        }
+        },
+        columns=LABEL_COLUMNS,
     )
-    return out.sort_values(["as_of_day", "customer_id"]).reset_index(drop=True)
