@@ -17,7 +17,7 @@ from fti_assets.monitoring.drift_gate import (
     drift_settings,
     in_training_period,
 )
-from fti_assets.monitoring.quality import value_issues
+from fti_assets.monitoring.quality import value_issues_by_day
 from fti_assets.partitions import DayCheck, daily_partitions, day_check_events
 from fti_assets.resources.lake import LakeResource
 from fti_assets.resources.mlflow import ModelRegistryResource
@@ -28,17 +28,24 @@ from fti_assets.settings import ProjectSettings
 def _day_quality(
     lake: LakeResource, asset: str, days: list[str], required: list[str], non_negative: list[str]
 ) -> dict[str, DayCheck]:
-    """A result per day: nulls and value ranges of the day's rows."""
-    results = {}
-    for day in days:
-        frame = pd.read_parquet(lake.day_path(asset, date.fromisoformat(day)))
-        found = value_issues(frame, required, non_negative)
-        results[day] = DayCheck(
-            passed=not found,
-            metadata={"rows": len(frame), "issues": MetadataValue.json(found)},
-            description="; ".join(found) if found else None,
+    """A result per day: nulls and value ranges of the day's rows, from one read of the days' files."""
+    import pyarrow.parquet as pq
+
+    paths = {day: lake.day_path(asset, date.fromisoformat(day)) for day in days}
+    written = [str(path) for path in paths.values() if path.exists()]
+    columns = list(dict.fromkeys(["as_of_day", *required, *non_negative]))
+    frame = pq.ParquetDataset(written).read(columns=columns).to_pandas() if written else pd.DataFrame(columns=columns)
+    found = value_issues_by_day(frame, "as_of_day", days, required, non_negative)
+    rows = frame["as_of_day"].value_counts()
+    return {
+        day: DayCheck(
+            passed=not found[day],
+            metadata={"rows": int(rows.get(day, 0)), "issues": MetadataValue.json(found[day])},
+            description="; ".join(found[day]) if found[day] else None,
         )
-    return results
+        for day in days
+        if paths[day].exists()
+    }
 
 
 def build_monitoring_checks(settings: ProjectSettings) -> list:

@@ -27,6 +27,15 @@ def value_issues(frame: pd.DataFrame, required: list[str], non_negative: list[st
     return _described(_value_problems(frame, required, non_negative).sum())
 
 
+def value_issues_by_day(
+    frame: pd.DataFrame, day_column: str, days: list[str], required: list[str], non_negative: list[str]
+) -> dict[str, list[str]]:
+    """``value_issues`` of each of ``days`` (its rows are those whose ``day_column`` says so): one grouping of
+    the frame, no pass per day."""
+    problems = _value_problems(frame, required, non_negative).groupby(frame[day_column]).sum()
+    return {day: _described(problems.loc[day]) if day in problems.index else [] for day in days}
+
+
 def row_count_issues(
     rows: int,
     row_count_history: Sequence[int],
@@ -97,11 +106,11 @@ def new_version_issues(
     published counts before the range, the new counts inside it. One grouping of the frame, no pass per day.
     """
     rows = frame["day"].value_counts()
-    problems = _value_problems(frame, required, non_negative).groupby(frame["day"]).sum()
+    values = value_issues_by_day(frame, "day", days, required, non_negative)
     before = [d.isoformat() for d in history_days(date.fromisoformat(days[0]))] if days else []
     counts = [published.get(day, 0) for day in before] + [int(rows.get(day, 0)) for day in days]
     return {
-        day: (_described(problems.loc[day]) if day in problems.index else [])
+        day: values[day]
         + row_count_issues(
             counts[len(before) + i],
             counts[: len(before) + i],
