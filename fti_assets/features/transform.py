@@ -11,7 +11,7 @@ window value is two binary searches into those running totals (a sparse table fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -69,28 +69,33 @@ class PurchaseDays:
     customer_ids: np.ndarray
     code: np.ndarray
     day: np.ndarray
-    spend: np.ndarray
-    count: np.ndarray
     top: np.ndarray
     start: np.ndarray
     next_day: np.ndarray
     running_spend: np.ndarray
     running_count: np.ndarray
     running_top: np.ndarray
+    # (customer, day) as one sorted number, for every binary search: code * KEY_SPAN + (day - key_origin).
+    keys: np.ndarray
+    key_origin: int
+    # The sparse table of ``top``, grown on demand and kept for every window and chunk of a run.
+    top_levels: list = field(default_factory=list, compare=False, repr=False)
 
     NEVER = np.iinfo(np.int64).max // 4
+    # Days a key can tell apart (23,000 years), half of them before the first purchase day: look-backs reach there.
+    KEY_SPAN = 1 << 23
 
     @classmethod
     def of(cls, transactions: pd.DataFrame) -> PurchaseDays:
         codes, ids = pd.factorize(transactions["customer_id"].astype(str), sort=True)
         day = day_numbers(transactions["day"])
-        low, span = (int(day.min()), int(day.max() - day.min()) + 1) if len(day) else (0, 1)
-        key = codes.astype(np.int64) * span + (day - low)
+        origin = (int(day.min()) if len(day) else 0) - cls.KEY_SPAN // 2
+        key = codes.astype(np.int64) * cls.KEY_SPAN + (day - origin)
         daily = (
             pd.Series(transactions["amount"].to_numpy(np.float64)).groupby(key, sort=True).agg(["sum", "count", "max"])
         )
         key = daily.index.to_numpy(np.int64)
-        code, day = key // span, key % span + low
+        code, day = key // cls.KEY_SPAN, key % cls.KEY_SPAN + origin
         first_of_customer = np.r_[True, code[1:] != code[:-1]] if len(code) else np.zeros(0, bool)
         start = np.maximum.accumulate(np.where(first_of_customer, np.arange(len(code)), 0))
         last_of_customer = np.r_[first_of_customer[1:], True] if len(code) else first_of_customer
@@ -100,8 +105,6 @@ class PurchaseDays:
             customer_ids=np.asarray(ids, dtype=object),
             code=code,
             day=day,
-            spend=daily["sum"].to_numpy(),
-            count=daily["count"].to_numpy(np.int64),
             top=daily["max"].to_numpy(),
             start=start,
             next_day=next_day,
@@ -109,6 +112,8 @@ class PurchaseDays:
             running_spend=by_customer["sum"].cumsum().to_numpy(),
             running_count=by_customer["count"].cumsum().to_numpy(np.int64),
             running_top=by_customer["max"].cummax().to_numpy(),
+            keys=key,
+            key_origin=origin,
         )
 
     def active_rows(self, first: date, end: date, active_window_days: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,13 +134,8 @@ class PurchaseDays:
 
     def since(self, entry: np.ndarray, after: np.ndarray) -> np.ndarray:
         """Per row, the index of the first purchase day of ``entry``'s customer later than day ``after``."""
-        span = (
-            int(max(self.day.max(initial=0), after.max(initial=0)) - min(self.day.min(initial=0), after.min(initial=0)))
-            + 2
-        )
-        low = min(int(self.day.min(initial=0)), int(after.min(initial=0))) - 1
-        keys = self.code * span + (self.day - low)
-        return np.searchsorted(keys, self.code[entry] * span + (after - low), side="right")
+        wanted = self.code[entry] * self.KEY_SPAN + np.clip(after - self.key_origin, 0, self.KEY_SPAN - 1)
+        return np.searchsorted(self.keys, wanted, side="right")
 
     def window_top(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """The largest transaction among entries [lo, hi] (inclusive); NaN where the range is empty."""
@@ -144,15 +144,18 @@ class PurchaseDays:
         if not len(lo) or length.max() < 1:
             return out
         # Sparse table: level k holds the max of 2**k entries from each position.
-        levels = [self.top]
+        levels = self.top_levels
+        if not levels:
+            levels.append(self.top)
         while 2 ** len(levels) <= length.max():
             half = 2 ** (len(levels) - 1)
             previous = levels[-1]
             levels.append(np.r_[np.maximum(previous[:-half], previous[half:]), np.full(half, -np.inf)])
-        table = np.vstack(levels)
         some = length > 0
         k = np.floor(np.log2(length[some])).astype(np.int64)
-        out[some] = np.maximum(table[k, lo[some]], table[k, hi[some] - 2**k + 1])
+        for level in np.unique(k):
+            rows = np.flatnonzero(some)[k == level]
+            out[rows] = np.maximum(levels[level][lo[rows]], levels[level][hi[rows] - 2**level + 1])
         return out
 
 
