@@ -280,8 +280,8 @@ def test_the_scorer_scores_a_matrix_exactly_as_the_fitted_pipeline(tmp_path):
 
 
 def test_the_scorer_walks_gradient_boosted_trees_exactly_as_scikit_learn(tmp_path):
-    """Small inputs (the online service's one row) are walked in numpy, all trees at once, larger ones go to
-    predict_proba: the scores are the same bit for bit, missing values included."""
+    """Small inputs (the online service's one row) are walked in numpy, all trees at once, larger ones through the
+    trees on binned values: the scores are predict_proba's bit for bit, missing values and edges included."""
     from mlflow.pyfunc import PythonModelContext
 
     from fti_assets.training.scorer import TREE_WALK_MAX_ROWS, ChurnScorer, _walk_trees
@@ -296,6 +296,16 @@ def test_the_scorer_walks_gradient_boosted_trees_exactly_as_scikit_learn(tmp_pat
     expected = scorer.estimator.predict_proba(np.where(np.isnan(small), 0.0, small))[:, 1]
     np.testing.assert_array_equal(scorer.predict_matrix(small), expected)
     np.testing.assert_array_equal(scorer.predict_matrix(small[3:4]), expected[3:4])
-    np.testing.assert_array_equal(scorer.predict_matrix(x), scorer.estimator.predict_proba(x)[:, 1])
+    assert scorer.binned is not None and len(x) > TREE_WALK_MAX_ROWS
+    larger = x.copy()
+    larger[::7, 2] = np.nan
+    larger[1::7, 0] = np.inf  # beyond every bin edge
+    larger[3::7, 0] = -np.inf
+    larger[2::7, 1] = scorer.estimator._bin_mapper.bin_thresholds_[1][3]  # on a bin edge: a split there goes left
+    np.testing.assert_array_equal(
+        scorer.predict_matrix(larger), scorer.estimator.predict_proba(np.where(np.isnan(larger), 0.0, larger))[:, 1]
+    )
+    # Training's evaluation scores as the scorer does, with the trees' own rule for missing values.
+    np.testing.assert_array_equal(model.predict(larger), scorer.estimator.predict_proba(larger)[:, 1])
     # The trees' own rule for missing values, walked as scikit-learn walks it.
     np.testing.assert_array_equal(_walk_trees(scorer.trees, small), scorer.estimator.predict_proba(small)[:, 1])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fti_assets.training.scorer import build_network
+from fti_assets.training.scorer import binned_tree_scores, build_network
 
 
 @dataclass
@@ -150,7 +150,8 @@ def train_hgb(
     }
     model = TrainedModel("hgb", params, spec, weights, _write_spec(out_dir, spec))
     model.train_seconds = time.perf_counter() - started
-    model.predict = lambda x: estimator.predict_proba(x)[:, 1]  # type: ignore[attr-defined]
+    # The scorer's own path: validation, test and permutation importance score as serving will.
+    model.predict = binned_tree_scores(estimator) or (lambda x: estimator.predict_proba(x)[:, 1])  # type: ignore[attr-defined]
     return model
 
 

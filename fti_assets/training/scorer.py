@@ -17,7 +17,8 @@ from mlflow.pyfunc import PythonModel
 PICKLED_KINDS = ("sklearn", "hgb")
 # Up to this many rows, gradient-boosted trees are walked in numpy, all trees at once: scikit-learn walks them
 # one at a time, each a parallel call (10 ms for one row and 500 trees on one core, far more under contention).
-# Larger inputs amortise that and go to predict_proba; both give the same scores bit for bit.
+# Larger inputs amortise that and go through the trees on binned values (see _binned_trees); all paths give
+# predict_proba's scores bit for bit.
 TREE_WALK_MAX_ROWS = 256
 
 
@@ -43,6 +44,7 @@ class ChurnScorer(PythonModel):
                 self.estimator = pickle.load(f)
             self.linear = _scaled_logistic(self.estimator)
             self.trees = _tree_arrays(self.estimator)
+            self.binned = binned_tree_scores(self.estimator)
         else:
             import torch
 
@@ -68,6 +70,8 @@ class ChurnScorer(PythonModel):
         if self.spec["kind"] in PICKLED_KINDS:
             if self.trees is not None and len(x) <= TREE_WALK_MAX_ROWS:
                 return _walk_trees(self.trees, x)
+            if self.binned is not None:
+                return self.binned(x)
             if self.linear is None:
                 return self.estimator.predict_proba(x)[:, 1]
             # predict_proba's arithmetic without its per-call input checks (most of a one-row call). Each row's
@@ -132,6 +136,39 @@ def _tree_arrays(estimator) -> dict | None:
         "baseline": baseline,
         "depth": int(nodes["depth"].max()),
     }
+
+
+def binned_tree_scores(estimator):
+    """predict_proba's churn column of a fitted binary HistGradientBoostingClassifier, as a function of a float64
+    matrix, that walks the trees on the values' bins (one byte per value, the bins its splits were chosen on)
+    instead of the float64 values; else None.
+
+    A split sends a value left when it is at most the split's threshold, the upper edge of a bin, so the bin
+    decides the same way: the scores are the same bit for bit. Walking 500 trees over 9.2M rows is memory-bound,
+    and a byte per value instead of 8 made it 2.4x faster. Reads scikit-learn's private binning and per-tree
+    prediction (as scikit-learn's own early stopping does): a version that changes them gives None, and the test
+    comparing both paths fails."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+    if type(estimator) is not HistGradientBoostingClassifier or estimator.n_trees_per_iteration_ != 1:
+        return None
+    try:
+        mapper, predictors, loss = estimator._bin_mapper, estimator._predictors, estimator._loss
+        baseline = np.asarray(estimator._baseline_prediction)
+        iterate = estimator._predict_iterations
+    except AttributeError:
+        return None
+    if mapper.is_categorical_ is not None and np.asarray(mapper.is_categorical_).any():
+        return None
+
+    def scores(x: np.ndarray) -> np.ndarray:
+        raw = np.zeros((len(x), 1), dtype=baseline.dtype, order="F")
+        raw += baseline
+        iterate(mapper.transform(x), predictors, raw, True, _openmp_effective_n_threads())
+        return loss.predict_proba(raw)[:, 1]
+
+    return scores
 
 
 def _walk_trees(trees: dict, x: np.ndarray) -> np.ndarray:
