@@ -181,7 +181,7 @@ def test_bad_settings_raise_clearly():
 def test_wasserstein_by_merging_equals_scipys_with_ties_and_other_sizes(seed):
     from scipy.stats import wasserstein_distance
 
-    from fti_assets.monitoring.drift import wasserstein_of_sorted
+    from fti_assets.monitoring.drift import Distribution
 
     rng = np.random.default_rng(seed)
     # Integers tie within and across the samples; floats do not; sizes differ by far.
@@ -192,7 +192,8 @@ def test_wasserstein_by_merging_equals_scipys_with_ties_and_other_sizes(seed):
     ):
         reference, current = reference.astype(float), current.astype(float)
         expected = wasserstein_distance(reference, current)
-        assert wasserstein_of_sorted(np.sort(reference), np.sort(current)) == pytest.approx(expected, rel=1e-12)
+        distance = Distribution.of_sorted(np.sort(reference)).wasserstein(np.sort(current))
+        assert distance == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_sorted_reference_judges_many_days_as_the_frame_does():
