@@ -6,9 +6,9 @@ Each scale runs `make demo`'s stages (fti_assets.demo.run_demo) on the simulator
 ``customers x scale`` customers, in a process of its own (peak RSS is that process's). ``--sparse``
 adds the shape of a real shop's log: 25,000 customers over 18 months, 3 purchases each on average.
 In the same process, after the graph, three floors are timed on the same data:
-- features: DuckDB alone computes the same feature rows from the same raw parquet and writes them, with
-  customer_churn_v1's columns only (the stage computes every declared service's: 27 columns with v2, the
-  default; so the floor does less work than the stage);
+- features: DuckDB alone computes the same feature rows and columns (every declared service's) from the same
+  raw parquet and writes them; the stage's labels, per-day files, checks and events are beyond it. Its rows
+  are then matched with the stage's, and the largest difference of any value is reported;
 - inference: plain scoring, the champion loaded once, every feature row predicted, written to parquet;
 - the point-in-time join: a plain DuckDB ASOF join of the last 30 labelled days to the feature table,
   against the project's join (Feast's semantics) and Feast's own get_historical_features.
@@ -35,45 +35,117 @@ sys.path.insert(0, str(ROOT))
 FEATURES_STAGE = "features_job"
 
 
-def duckdb_floor(lake: Path, out: Path, active_window_days: int) -> tuple[float, int]:
-    """Per customer and day, customer_churn_v1's feature values, in one DuckDB statement (signup days in UTC
-    here, in the source's time zone in the project): a floor for the stage's time."""
+def duckdb_floor(settings, out: Path) -> dict:
+    """The feature table's values (every declared service's columns) per active customer and day, in one DuckDB
+    statement from the raw parquet, written to parquet: a floor for the stage's time. Afterwards, untimed, the
+    floor's rows are matched with the stage's and every column's largest difference is reported."""
     import duckdb
 
-    from fti_assets.features.spec import V1
+    from fti_assets.features.spec import PREFIX, V1, suffix
 
-    windows_days = V1.windows
-    longest = max(active_window_days, *windows_days)
-    windows = ",\n".join(
-        f"coalesce(sum(spend) FILTER (WHERE day > as_of - {w}), 0) AS spend_sum_{w}d, "
-        f"coalesce(sum(n) FILTER (WHERE day > as_of - {w}), 0) AS txn_count_{w}d"
-        for w in windows_days
-    )
-    means = ", ".join(
-        f"coalesce(spend_sum_{w}d / nullif(txn_count_{w}d, 0), 0) AS spend_mean_{w}d" for w in windows_days
-    )
+    spec = settings.feature_table_spec
+    lake = settings.path("lake")
+    first, end = _day_number(settings.start_date), _day_number(settings.end_date) + 1
+    active = settings.active_window_days
+    lookback = max(active, V1.finite_days)  # the first purchase in it stands in for an unknown signup
+    finite = [w for w in dict.fromkeys([*spec.windows, *(w for pair in spec.trends for w in pair)]) if w != "all"]
+    longest = max(lookback, *finite)
+    per_window = []
+    for w in finite:
+        inside = f"d.dn > a.as_of - {w}"
+        per_window += [
+            f"coalesce(sum(d.spend) FILTER ({inside}), 0) AS spend_{w}",
+            f"coalesce(sum(d.n) FILTER ({inside}), 0) AS count_{w}",
+            f"coalesce(max(d.top) FILTER ({inside}), 0) AS top_{w}",
+            f"count(*) FILTER ({inside}) AS days_{w}",
+        ]
+
+    def value(aggregate: str, window) -> str:
+        names = ("spend", "count", "top", "days")
+        spend, count, top, days = (
+            ("run_spend", "run_n", "run_top", "k") if window == "all" else (f"{v}_{window}" for v in names)
+        )
+        mean = f"CASE WHEN {count} > 0 THEN round(round({spend}, 4) / {count}, 4) ELSE 0 END"
+        return {"sum": f"round({spend}, 4)", "mean": mean, "count": count, "max": f"round({top}, 4)", "days": days}[
+            aggregate
+        ]
+
+    columns = [f"{value(a, w)} AS {PREFIX[a]}_{suffix(w)}" for a in spec.aggregates for w in spec.windows]
+    columns += [
+        "as_of - last_dn AS days_since_last_purchase",
+        "greatest(as_of - coalesce(signup, seen), 0) AS tenure_days",
+    ]
+    if spec.gaps:
+        columns += [
+            "as_of - first_dn AS days_since_first_purchase",
+            "CASE WHEN k > 1 THEN round((last_dn - first_dn) / (k - 1), 4) ELSE 0 END AS purchase_gap_mean_days",
+            "coalesce(last_dn - prev_dn, 0) AS purchase_gap_last_days",
+            "round(k / (as_of - first_dn + 1) * (as_of - last_dn), 4) AS expected_purchases_missed",
+        ]
+    for short, long in spec.trends:
+        before = "k / (as_of - first_dn + 1)" if long == "all" else f"days_{long} / least(as_of - first_dn + 1, {long})"
+        columns.append(
+            f"CASE WHEN {before} > 0 THEN round(days_{short} / {short} / ({before}), 4) ELSE 0 END "
+            f"AS purchase_trend_{short}d_{suffix(long)}"
+        )
+    entry = ["last_dn", "run_spend", "run_n", "run_top", "k", "first_dn", "prev_dn"]
     started = time.perf_counter()
     con = duckdb.connect()
     rows = con.execute(
         f"""
         COPY (
-            WITH daily AS (
-                SELECT customer_id, CAST(day AS DATE) AS day, sum(amount) AS spend, count(*) AS n
-                FROM read_parquet('{lake}/raw_transactions/*.parquet') GROUP BY 1, 2
-            ), days AS (SELECT DISTINCT day AS as_of FROM daily),
-            agg AS (
-                SELECT d.customer_id, a.as_of, {windows}, max(d.day) AS last_day, min(d.day) AS first_day
-                FROM days a JOIN daily d ON d.day <= a.as_of AND d.day > a.as_of - {longest}
-                GROUP BY 1, 2 HAVING max(d.day) > a.as_of - {active_window_days}
-            )
-            SELECT agg.*, {means}, datediff('day', last_day, as_of) AS days_since_last_purchase,
-                   greatest(datediff('day', coalesce(CAST(c.signup_date AS DATE), first_day), as_of), 0) AS tenure_days
-            FROM agg LEFT JOIN read_parquet('{lake}/raw_customers.parquet') c USING (customer_id)
+          WITH daily AS (
+            SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(day AS DATE) - DATE '1970-01-01' AS dn,
+                   sum(amount) AS spend, count(*) AS n, max(amount) AS top
+            FROM read_parquet('{lake}/raw_transactions/*.parquet') GROUP BY 1, 2
+          ), history AS (
+            SELECT *, sum(spend) OVER w AS run_spend, sum(n) OVER w AS run_n, max(top) OVER w AS run_top,
+                   row_number() OVER w AS k, first_value(dn) OVER w AS first_dn, lag(dn) OVER w AS prev_dn,
+                   lead(dn) OVER w AS next_dn
+            FROM daily WINDOW w AS (PARTITION BY customer_id ORDER BY dn)
+          ), active AS (  -- a row per day from each purchase day until the next, the end of activity or the range
+            SELECT customer_id, dn AS last_dn, run_spend, run_n, run_top, k, first_dn, prev_dn,
+                   unnest(generate_series(greatest(dn, {first}),
+                          least(coalesce(next_dn, {end}), dn + {active}, {end}) - 1)) AS as_of
+            FROM history WHERE dn < {end} AND dn + {active} > {first}
+          ), windowed AS (
+            SELECT a.customer_id, a.as_of, {", ".join(per_window)},
+                   min(d.dn) FILTER (d.dn > a.as_of - {lookback}) AS seen,
+                   {", ".join(f"any_value(a.{c}) AS {c}" for c in entry)}
+            FROM active a JOIN daily d
+              ON d.customer_id = a.customer_id AND d.dn <= a.as_of AND d.dn > a.as_of - {longest}
+            GROUP BY a.customer_id, a.as_of
+          )
+          SELECT customer_id, as_of, {", ".join(columns)}
+          FROM windowed LEFT JOIN (
+            SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(signup_date AS DATE) - DATE '1970-01-01' AS signup
+            FROM read_parquet('{lake}/raw_customers.parquet')
+          ) USING (customer_id)
         ) TO '{out}' (FORMAT parquet)
         """
     ).fetchone()[0]
+    seconds = time.perf_counter() - started
+    differences = ", ".join(f"max(abs(f.{c} - s.{c})) AS {c}" for c in spec.columns)
+    compared = con.execute(
+        f"""SELECT count(*) AS matched, {differences}
+        FROM read_parquet('{out}') f JOIN read_parquet('{lake}/customer_features/*.parquet') s
+        ON f.customer_id = CAST(s.customer_id AS VARCHAR)
+           AND CAST(DATE '1970-01-01' + CAST(f.as_of AS INTEGER) AS VARCHAR) = s.as_of_day"""
+    ).df()
     con.close()
-    return time.perf_counter() - started, int(rows)
+    largest = compared.drop(columns="matched").iloc[0].astype(float)
+    return {
+        "seconds": seconds,
+        "rows": int(rows),
+        "columns": len(spec.columns),
+        "matched": int(compared["matched"].iloc[0]),
+        "largest_difference": float(largest.max()),
+        "largest_difference_column": str(largest.idxmax()),
+    }
+
+
+def _day_number(day: date) -> int:
+    return (day - date(1970, 1, 1)).days
 
 
 def plain_scoring(settings, out: Path) -> tuple[float, int]:
@@ -162,9 +234,7 @@ def one_scale(customers: int, days: int, purchase_rate_multiplier: float = 1.0) 
         seen = run_demo(settings, instance, fresh=True, out=progress)
         graph_peak = peak_rss_gb()  # before the floors, which load whole tables on purpose
         instance.dispose()
-        floor_seconds, floor_rows = duckdb_floor(
-            settings.path("lake"), Path(tmp, "floor.parquet"), settings.active_window_days
-        )
+        floor = duckdb_floor(settings, Path(tmp, "floor.parquet"))
         scoring_seconds, scoring_rows = plain_scoring(settings, Path(tmp, "scores.parquet"))
         point_in_time = point_in_time_floor(settings)
         purchases = seen["raw_transactions"]["dagster/row_count"]
@@ -178,8 +248,7 @@ def one_scale(customers: int, days: int, purchase_rate_multiplier: float = 1.0) 
         "stage_seconds": seen["_stage_seconds"],
         "stage_rows": seen["_stage_rows"],
         "total_seconds": seen["_total_seconds"],
-        "floor_seconds": floor_seconds,
-        "floor_rows": floor_rows,
+        "floor": floor,
         "feature_rows": seen["customer_features"]["dagster/row_count"],
         "peak_rss_gb": graph_peak,
         "floors_peak_rss_gb": peak_rss_gb(),
@@ -203,9 +272,12 @@ def report(results: list[dict]) -> str:
             f"total {r['total_seconds']:.1f} s, peak RSS of the graph {r['peak_rss_gb']:.2f} GB "
             f"(with the floors after it: {r['floors_peak_rss_gb']:.2f} GB)"
         )
+        floor = r["floor"]
         lines.append(
-            f"- features: {r['feature_rows']:,} rows; DuckDB alone {r['floor_seconds']:.1f} s for "
-            f"{r['floor_rows']:,} rows: the features stage takes {stage[FEATURES_STAGE] / r['floor_seconds']:.1f}x"
+            f"- features: {r['feature_rows']:,} rows; DuckDB alone {floor['seconds']:.1f} s for {floor['rows']:,} rows "
+            f"of the same {floor['columns']} columns ({floor['matched']:,} rows matched, largest difference "
+            f"{floor['largest_difference']:.4g} in {floor['largest_difference_column']}): the features stage takes "
+            f"{stage[FEATURES_STAGE] / floor['seconds']:.1f}x"
         )
         lines.append(
             f"- inference: plain scoring {r['scoring_seconds']:.1f} s for {r['scoring_rows']:,} rows: "
