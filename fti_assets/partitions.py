@@ -67,9 +67,24 @@ def run_days(context) -> tuple[date, date]:
     return window.start.date(), window.end.date()
 
 
-def chunks(day_keys: list[str], size: int) -> list[list[str]]:
-    """Consecutive runs of at most ``size`` of the (sorted) days: what a range run computes at a time."""
-    return [day_keys[i : i + size] for i in range(0, len(day_keys), size)]
+def chunks(
+    day_keys: list[str], size: int, rows_per_day: dict[str, int] | None = None, max_rows: int | None = None
+) -> list[list[str]]:
+    """Consecutive runs of at most ``size`` of the (sorted) days: what a range run computes at a time.
+
+    With ``rows_per_day`` and ``max_rows``, a run also ends before its rows would pass ``max_rows`` (a day
+    with more is a run of its own): memory then follows the rows, whatever the number of customers."""
+    runs: list[list[str]] = []
+    rows = 0
+    for day in day_keys:
+        day_rows = (rows_per_day or {}).get(day, 0)
+        full = runs and (len(runs[-1]) >= size or (max_rows is not None and rows + day_rows > max_rows))
+        if not runs or full:
+            runs.append([])
+            rows = 0
+        runs[-1].append(day)
+        rows += day_rows
+    return runs
 
 
 def chunk_bounds(chunk: list[str]) -> tuple[date, date]:

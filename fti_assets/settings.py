@@ -230,6 +230,14 @@ class ProjectSettings(_Strict):
         ge=1,
         description="Days a range run computes and writes at a time: bounds its memory; a progress line each.",
     )
+    range_chunk_rows: int = Field(
+        default=1_000_000,
+        ge=1,
+        description=(
+            "Rows batch inference scores and writes at a time (in whole days, at most range_chunk_days): its "
+            "memory follows this, not the number of customers."
+        ),
+    )
     split: SplitSettings = SplitSettings()
     feature_services: dict[str, ServiceSpec] = Field(
         default=DEFAULT_SERVICES,

@@ -19,6 +19,7 @@ from dagster import (
 from fti_assets.partitions import (
     DayCheck,
     DaySlices,
+    chunks,
     day_check_events,
     install_partition_data_versions,
     withhold_days,
@@ -51,6 +52,16 @@ def test_day_slices_give_each_days_rows_and_the_version_of_that_day_alone():
     assert len(set(versions.values())) == 4
     without_amount = slices.versions(DAYS, exclude=("amount",))
     assert without_amount["2026-01-01"] == frame_version(rows.iloc[:2].drop(columns="amount"))
+
+
+def test_chunks_end_at_the_day_limit_or_before_the_row_limit_and_keep_every_day_in_order():
+    days = [f"2026-01-{d:02d}" for d in range(1, 11)]
+    assert chunks(days, 4) == [days[0:4], days[4:8], days[8:10]]
+    rows = dict(zip(days, [300, 300, 300, 900, 1200, 100, 100, 100, 100, 100], strict=True))
+    # A day that alone passes the row limit is a chunk of its own; the day limit still holds.
+    assert chunks(days, 4, rows, max_rows=1000) == [days[0:3], days[3:4], days[4:5], days[5:9], days[9:10]]
+    assert chunks(days, 30, rows, max_rows=10**9) == [days]
+    assert chunks([], 4, rows, max_rows=1000) == []
 
 
 def test_day_slices_refuse_an_unsorted_frame_and_take_an_empty_one():

@@ -4,7 +4,9 @@ import sqlite3
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from fti_assets.resources import predictions
 from fti_assets.resources.predictions import PREDICTION_COLUMNS, PredictionStoreResource
 
 
@@ -31,7 +33,10 @@ def stored(path) -> list[tuple]:
         return conn.execute("SELECT * FROM churn_predictions ORDER BY as_of_day, customer_id").fetchall()
 
 
-def test_sqlite_fast_path_stores_what_core_stores_and_replaces_days(tmp_path):
+@pytest.mark.parametrize("batch", [None, 7])
+def test_sqlite_fast_path_stores_what_core_stores_and_replaces_days(tmp_path, monkeypatch, batch):
+    if batch:  # many batches, the last one short
+        monkeypatch.setattr(predictions, "SQLITE_INSERT_BATCH", batch)
     days = ["2026-03-01", "2026-03-02", "2026-03-03"]
     frame = scored(days)
     fast = PredictionStoreResource(url=f"sqlite:///{tmp_path / 'fast.db'}")

@@ -50,20 +50,36 @@ from fti_assets.resources.predictions import PredictionStoreResource
 from fti_assets.settings import ProjectSettings
 
 
+def _feature_source(feast: FeastResource, feature_service: str) -> str:
+    """The offline source (parquet) the feature service's views are built on."""
+    store = feast.store()
+    service = store.get_feature_service(feature_service)
+    return store.get_feature_view(service.feature_view_projections[0].name).batch_source.path
+
+
 def entities_of_days(feast: FeastResource, feature_service: str, first: date, end: date) -> pd.DataFrame:
     """(customer_id, event_timestamp) of every feature row of the days [first, end), read from the offline
     source the feature service's views are built on."""
-    store = feast.store()
-    service = store.get_feature_service(feature_service)
-    view = store.get_feature_view(service.feature_view_projections[0].name)
     return duckdb.execute(
         """
         SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, event_timestamp, as_of_day
         FROM read_parquet($path) WHERE as_of_day >= $first AND as_of_day < $end
         ORDER BY as_of_day, customer_id
         """,
-        {"path": view.batch_source.path, "first": first.isoformat(), "end": end.isoformat()},
+        {"path": _feature_source(feast, feature_service), "first": first.isoformat(), "end": end.isoformat()},
     ).df()
+
+
+def feature_rows_per_day(feast: FeastResource, feature_service: str, days: list[str]) -> dict[str, int]:
+    """Feature rows of each of ``days`` (sorted), counted in the offline source without reading its values."""
+    if not days:
+        return {}
+    counted = duckdb.execute(
+        "SELECT as_of_day, count(*) FROM read_parquet($path) WHERE as_of_day >= $first AND as_of_day <= $last "
+        "GROUP BY as_of_day",
+        {"path": _feature_source(feast, feature_service), "first": days[0], "last": days[-1]},
+    ).fetchall()
+    return {str(day): int(rows) for day, rows in counted}
 
 
 class PredictionConfig(Config):
@@ -147,8 +163,9 @@ def build_inference_assets(settings: ProjectSettings) -> list:
         released = sorted(set(held_back.days()) & set(scored_days))
         progress = Progress(context, len(scored_days))
         schema = None
-        # A chunk of days at a time: memory follows the chunk, not the range.
-        for chunk in chunks(scored_days, settings.range_chunk_days):
+        # A chunk of days at a time, of at most range_chunk_rows rows: memory follows the chunk, not the range.
+        rows_per_day = feature_rows_per_day(feast, feature_service, scored_days)
+        for chunk in chunks(scored_days, settings.range_chunk_days, rows_per_day, settings.range_chunk_rows):
             entities = entities_of_days(feast, feature_service, *chunk_bounds(chunk))
             entities = entities[entities["as_of_day"].isin(chunk)]
             # Entities in (as_of_day, customer_id) order, and the join keeps their order.

