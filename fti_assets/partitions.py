@@ -74,10 +74,11 @@ def chunks(
 
     With ``rows_per_day`` and ``max_rows``, a run also ends before its rows would pass ``max_rows`` (a day
     with more is a run of its own): memory then follows the rows, whatever the number of customers."""
+    counts = rows_per_day or {}
     runs: list[list[str]] = []
     rows = 0
     for day in day_keys:
-        day_rows = (rows_per_day or {}).get(day, 0)
+        day_rows = counts.get(day, 0)
         full = runs and (len(runs[-1]) >= size or (max_rows is not None and rows + day_rows > max_rows))
         if not runs or full:
             runs.append([])

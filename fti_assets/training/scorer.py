@@ -17,7 +17,7 @@ from mlflow.pyfunc import PythonModel
 PICKLED_KINDS = ("sklearn", "hgb")
 # Up to this many rows, gradient-boosted trees are walked in numpy, all trees at once: scikit-learn walks them
 # one at a time, each a parallel call (10 ms for one row and 500 trees on one core, far more under contention).
-# Larger inputs amortise that and go through the trees on binned values (see _binned_trees); all paths give
+# Larger inputs amortise that and go through the trees on binned values (see binned_tree_scores); all paths give
 # predict_proba's scores bit for bit.
 TREE_WALK_MAX_ROWS = 256
 
@@ -104,15 +104,20 @@ def _scaled_logistic(estimator):
     return mean, scale, model.coef_, model.intercept_
 
 
+def _binary_gradient_boosting(estimator) -> bool:
+    """A HistGradientBoostingClassifier of two classes (one tree per iteration): what the fast paths read."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return type(estimator) is HistGradientBoostingClassifier and estimator.n_trees_per_iteration_ == 1
+
+
 def _tree_arrays(estimator) -> dict | None:
     """The nodes of a fitted binary HistGradientBoostingClassifier without categorical splits, every tree's in
     one set of arrays (child indices offset into them), and its baseline; else None.
 
     Reads scikit-learn's private ``_predictors`` and ``_baseline_prediction``: a version that changes them gives
     None (and predict_proba serves), and the test comparing both paths bit for bit fails."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    if type(estimator) is not HistGradientBoostingClassifier or estimator.n_trees_per_iteration_ != 1:
+    if not _binary_gradient_boosting(estimator):
         return None
     try:
         trees = [iteration[0].nodes for iteration in estimator._predictors]
@@ -148,10 +153,9 @@ def binned_tree_scores(estimator):
     and a byte per value instead of 8 made it 2.4x faster. Reads scikit-learn's private binning and per-tree
     prediction (as scikit-learn's own early stopping does): a version that changes them gives None, and the test
     comparing both paths fails."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
 
-    if type(estimator) is not HistGradientBoostingClassifier or estimator.n_trees_per_iteration_ != 1:
+    if not _binary_gradient_boosting(estimator):
         return None
     try:
         mapper, predictors, loss = estimator._bin_mapper, estimator._predictors, estimator._loss
