@@ -29,6 +29,7 @@ silence_known_warnings()
 
 from dagster_mlflow import end_mlflow_on_run_finished
 
+from fti_assets.event_log import install_batched_event_log
 from fti_assets.features.assets import build_feature_assets
 from fti_assets.inference.assets import build_inference_assets
 from fti_assets.ingestion.assets import build_ingestion_assets
@@ -65,6 +66,8 @@ AUTOMATION_JOBS = {
 def build_definitions(settings: ProjectSettings) -> Definitions:
     # Each day of a range run gets its own data version (see partitions.py), in every process that runs steps.
     install_partition_data_versions()
+    # A range run's per-day events, written to Dagster's SQLite event log in one transaction each batch.
+    install_batched_event_log()
     # Each asset links to the file and line of its definition in the UI.
     assets = with_source_code_references(
         [
