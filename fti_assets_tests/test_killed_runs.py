@@ -41,15 +41,17 @@ def gpu_job():
 with DagsterInstance.from_config(sys.argv[1]) as instance:
     assert gpu_job.execute_in_process(instance=instance, tags=run_worker_tags()).success
 """
-# A lake write that stops inside pandas' write, as a writer killed there does: the temp file is still empty.
+# A lake write that stops inside the parquet write, as a writer killed there does: the temp file is still empty.
 STUCK_LAKE_WRITE = """
 import sys, time
-from datetime import date
 import pandas as pd
+import pyarrow.parquet as pq
+from fti_assets.partitions import DaySlices
 from fti_assets.resources.lake import LakeResource
 
-pd.DataFrame.to_parquet = lambda *args, **kwargs: time.sleep(600)
-LakeResource(root=sys.argv[1]).write_day("raw_transactions", date(2026, 1, 1), pd.DataFrame({"x": [1]}))
+pq.write_table = lambda *args, **kwargs: time.sleep(600)
+day = DaySlices.of(pd.DataFrame({"day": ["2026-01-01"], "x": [1]}), "day")
+LakeResource(root=sys.argv[1]).write_days("raw_transactions", day, ["2026-01-01"])
 """
 # One stage of the demo (argv[2]) on the test settings in argv[1], as `make demo` runs it.
 STAGE = """

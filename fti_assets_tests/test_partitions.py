@@ -64,6 +64,23 @@ def test_chunks_end_at_the_day_limit_or_before_the_row_limit_and_keep_every_day_
     assert chunks([], 4, rows, max_rows=1000) == []
 
 
+def test_written_days_read_back_as_each_days_rows_written_alone(tmp_path):
+    from datetime import date
+
+    from fti_assets.resources.lake import LakeResource
+
+    rows = frame().assign(at=pd.to_datetime(frame()["day"]).dt.tz_localize("UTC"), n=pd.array([1, None, 3, 4, 5, 6]))
+    lake = LakeResource(root=str(tmp_path))
+    lake.write_days("daily", DaySlices.of(rows, "day"), DAYS)
+    slices = DaySlices.of(rows, "day")
+    for day in DAYS:  # 2026-01-03 has no rows: an empty file with the same schema
+        alone = tmp_path / f"{day}.parquet"
+        slices.rows(day).to_parquet(alone, index=False)
+        written = pd.read_parquet(lake.day_path("daily", date.fromisoformat(day)))
+        pd.testing.assert_frame_equal(written, pd.read_parquet(alone))
+    assert lake.row_counts("daily", [date.fromisoformat(d) for d in DAYS]) == dict(zip(DAYS, [2, 1, 0, 3], strict=True))
+
+
 def test_day_slices_refuse_an_unsorted_frame_and_take_an_empty_one():
     with pytest.raises(ValueError, match="sorted by day"):
         DaySlices.of(frame().iloc[::-1], "day")

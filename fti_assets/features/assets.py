@@ -101,8 +101,7 @@ def build_feature_assets(settings: ProjectSettings) -> list:
                 table_spec,
             )
             feature_days = DaySlices.of(features, "as_of_day")
-            for key in chunk:
-                lake.write_day(FEATURE_TABLE, date.fromisoformat(key), feature_days.rows(key))
+            lake.write_days(FEATURE_TABLE, feature_days, chunk)
             # Each day's own figures, from one grouping of the chunk's rows.
             means = features.groupby("as_of_day")[table_spec.columns].mean().round(4).add_prefix("mean_")
             means = means.to_dict(orient="index")

@@ -168,11 +168,9 @@ def build_raw_transactions(settings: ProjectSettings) -> AssetsDefinition:
                 metadata={"withheld_days": MetadataValue.json(withheld)},
             )
 
-        for key in day_keys:
-            if key not in withheld:
-                day = date.fromisoformat(key)
-                lake.write_day("raw_transactions", day, accepted_days.rows(key))
-                lake.write_day(QUARANTINE, day, quarantined_days.rows(key))
+        published = [key for key in day_keys if key not in withheld]
+        lake.write_days("raw_transactions", accepted_days, published)
+        lake.write_days(QUARANTINE, quarantined_days, published)
         # Rows no day holds: without a usable time, or future-dated beyond the range. Replaced every run.
         stray = pd.concat([quarantined[quarantined["day"].isna()], batch.beyond_range], ignore_index=True)
         stray_path = lake.table_path(f"{QUARANTINE}_unplaceable")

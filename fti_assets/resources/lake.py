@@ -8,19 +8,25 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from fti_assets.partitions import DaySlices
 from fti_assets.recovery import temp_prefix
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
+def write_parquet_atomic(data: pd.DataFrame | pa.Table, path: Path) -> Path:
     """Write to a temporary file beside ``path`` and rename it over: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     os.close(fd)
     try:
-        frame.to_parquet(tmp, index=False)
+        if isinstance(data, pa.Table):
+            pq.write_table(data, tmp)
+        else:
+            data.to_parquet(tmp, index=False)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -44,8 +50,13 @@ class LakeResource(ConfigurableResource):
     def table_path(self, name: str) -> Path:
         return Path(self.root, f"{name}.parquet")
 
-    def write_day(self, asset: str, day: date, frame: pd.DataFrame) -> Path:
-        return write_parquet_atomic(frame, self.day_path(asset, day))
+    def write_days(self, asset: str, slices: DaySlices, day_keys: list[str]) -> None:
+        """Each day's rows (none: an empty file with the schema) to the day's file. The frame becomes Arrow
+        once and each day is a slice of it: the files ``DataFrame.to_parquet`` writes, at half the cost."""
+        table = pa.Table.from_pandas(slices.frame, preserve_index=False)
+        for key in day_keys:
+            start, end = slices.bounds.get(key, (0, 0))
+            write_parquet_atomic(table.slice(start, end - start), self.day_path(asset, date.fromisoformat(key)))
 
     def read_days(self, asset: str, first: date, end: date, columns: list[str] | None = None) -> pd.DataFrame:
         """Rows of the days in [first, end) that have been written; days never written are absent."""
@@ -57,8 +68,6 @@ class LakeResource(ConfigurableResource):
     def row_counts(self, asset: str, days_wanted: list[date]) -> dict[str, int]:
         """Rows of each written day among ``days_wanted`` (from the files' footers), by ISO day; days never
         written are absent."""
-        import pyarrow.parquet as pq
-
         paths = {d.isoformat(): self.day_path(asset, d) for d in days_wanted}
         return {day: pq.ParquetFile(path).metadata.num_rows for day, path in paths.items() if path.exists()}
 

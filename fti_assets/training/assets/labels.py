@@ -64,8 +64,7 @@ def build_churn_labels(settings: ProjectSettings) -> AssetsDefinition:
         )
         label_slices = DaySlices.of(labels, "as_of_day")
         labelled = {d.isoformat() for d in days(first, labelled_end)}
-        for key in sorted(labelled):
-            lake.write_day(LABELS, date.fromisoformat(key), label_slices.rows(key))
+        lake.write_days(LABELS, label_slices, sorted(labelled))
         unlabelled = (end - labelled_end).days
         context.log.info(
             f"{len(labels)} labels for {(labelled_end - first).days} days; {unlabelled} days wait for their horizon"
