@@ -208,3 +208,20 @@ def test_a_sorted_reference_judges_many_days_as_the_frame_does():
             assert evaluate_drift(prepared, current, COLUMNS, settings) == evaluate_drift(
                 reference, current, COLUMNS, settings
             )
+
+
+def test_the_default_method_away_from_its_threshold_does_not_import_evidently():
+    """Evidently's import takes seconds; a run whose verdicts need none of its stat tests does not pay it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fti_assets_tests.test_drift import frames, COLUMNS; "
+        "from fti_assets.monitoring.drift import DriftSettings, evaluate_drift; "
+        "reference, current = frames(2_000); result = evaluate_drift(reference, current, COLUMNS, DriftSettings()); "
+        "assert result.drifted; print(sorted(m for m in sys.modules if m.split('.')[0] == 'evidently'))"
+    )
+    from fti_assets.settings import PROJECT_ROOT
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    assert done.stdout.strip() == "[]"

@@ -183,9 +183,6 @@ def evaluate_drift(
     The normed Wasserstein distance (the default) is Evidently's formula, distance / max(std of the
     reference, 0.001), with the distance computed by ``Distribution.wasserstein``; a score within rounding of
     the threshold is recomputed by Evidently itself, in the rows' own order."""
-    from evidently.legacy.calculations.stattests import get_stattest
-    from evidently.legacy.core import ColumnType
-
     prepared = reference if isinstance(reference, SortedReference) else SortedReference(reference)
     _check_inputs(prepared.frame, current, columns)
     order_free = settings.method in _ORDER_FREE_METHODS
@@ -200,14 +197,10 @@ def evaluate_drift(
             ref_sorted = prepared.sorted_values(column)
             ref_series = pd.Series(ref_sorted) if order_free else _finite_values(prepared.frame, column, "reference")
             cur_series = pd.Series(np.sort(cur.to_numpy())) if order_free else cur
-            stat_test = get_stattest(ref_series, cur_series, ColumnType.Numerical, settings.method)
-            outcome = stat_test(ref_series, cur_series, ColumnType.Numerical, settings.column_threshold)
-            score, threshold, drifted = outcome.drift_score, outcome.actual_threshold, outcome.drifted
+            score, threshold, drifted = _evidently_stat_test(ref_series, cur_series, settings)
         if order_free and _near_threshold(score, threshold):
             ref = _finite_values(prepared.frame, column, "reference")
-            stat_test = get_stattest(ref, cur, ColumnType.Numerical, settings.method)
-            outcome = stat_test(ref, cur, ColumnType.Numerical, settings.column_threshold)
-            score, threshold, drifted = outcome.drift_score, outcome.actual_threshold, outcome.drifted
+            score, threshold, drifted = _evidently_stat_test(ref, cur, settings)
         results.append(
             ColumnDrift(
                 column=column,
@@ -218,6 +211,18 @@ def evaluate_drift(
             )
         )
     return _result(results, settings, len(prepared.frame), len(current))
+
+
+def _evidently_stat_test(reference: pd.Series, current: pd.Series, settings: DriftSettings) -> tuple:
+    """(score, threshold, drifted) of the StatTest the preset resolves for ``settings.method``. Evidently is
+    imported here, when first needed: its import alone takes seconds, which the default Wasserstein path
+    away from its threshold never pays."""
+    from evidently.legacy.calculations.stattests import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    stat_test = get_stattest(reference, current, ColumnType.Numerical, settings.method)
+    outcome = stat_test(reference, current, ColumnType.Numerical, settings.column_threshold)
+    return outcome.drift_score, outcome.actual_threshold, outcome.drifted
 
 
 def evaluate_drift_with_preset(
