@@ -12,6 +12,8 @@ PostgreSQL's storage writes such a batch in one statement, SQLite's stores the e
 - ``SqliteEventLogStorage.store_event_batch`` stores every event of a batch through the same ``store_event``
   (the same rows), inside one transaction per database file, committed at the end. If anything fails, the
   transaction rolls back whole and Dagster stores the events one by one instead: nothing is half-written.
+- Within a batch, the asset's own row (its latest event of each kind) is written for the last event of each
+  asset and kind only, as PostgreSQL's batch does: the row ends as the events one by one leave it, once.
 - Each database file keeps one engine (NullPool: a fresh SQLite connection per use, as before, but the
   compiled statements are kept).
 - ``DAGSTER_EVENT_BATCH_SIZE`` defaults to ``EVENT_BATCH_SIZE`` where the environment does not set it (0
@@ -29,8 +31,9 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-# Events held before a write: a range run's days of one output (up to 18 months) go in one transaction.
-EVENT_BATCH_SIZE = 1000
+# Events held before a write: a run's planned events (4 per day: 2 assets and 2 checks) over 5 years of days
+# go in one transaction.
+EVENT_BATCH_SIZE = 10_000
 # Engines kept per process: the index file, and the files of the latest runs.
 ENGINES_KEPT = 16
 
@@ -48,7 +51,7 @@ def install_batched_event_log() -> None:
     if getattr(SqliteEventLogStorage, "_fti_batched", False):
         return
     # What is replaced must still be what every read and write of the storage goes through.
-    for name in ("_connect", "_initdb", "conn_string_for_shard"):
+    for name in ("_connect", "_initdb", "conn_string_for_shard", "_store_asset_event"):
         if not hasattr(SqliteEventLogStorage, name):
             raise RuntimeError(f"Dagster's SqliteEventLogStorage has no {name}: fti_assets.event_log needs a review")
 
@@ -90,7 +93,7 @@ def install_batched_event_log() -> None:
             with self._db_lock:
                 return engine_for(self, shard)
 
-        batch = _open_batches.__dict__[id(self)] = _Batch(locked_engine_for)
+        batch = _open_batches.__dict__[id(self)] = _Batch(locked_engine_for, events)
         try:
             for event in events:
                 self.store_event(event)
@@ -99,7 +102,15 @@ def install_batched_event_log() -> None:
             del _open_batches.__dict__[id(self)]
             batch.close()
 
+    store_asset_row = SqliteEventLogStorage._store_asset_event
+
+    def store_asset_row_once_per_batch(self, conn, event, event_id: int) -> None:
+        batch = _open_batches.__dict__.get(id(self))
+        if batch is None or batch.updates_asset_row(event):
+            store_asset_row(self, conn, event, event_id)
+
     SqliteEventLogStorage._connect = connect
+    SqliteEventLogStorage._store_asset_event = store_asset_row_once_per_batch
     SqliteEventLogStorage.store_event_batch = store_event_batch
     SqliteEventLogStorage._fti_batched = True
 
@@ -111,9 +122,18 @@ _open_batches = threading.local()
 class _Batch:
     """One open transaction per database file."""
 
-    def __init__(self, engine_for) -> None:
+    def __init__(self, engine_for, events: Sequence) -> None:
         self.engine_for = engine_for
         self.connections: dict[str, object] = {}
+        # The last event of each asset and kind: the only ones whose values the asset's row keeps.
+        last = {}
+        for event in events:
+            if event.dagster_event is not None:
+                last[(event.dagster_event.asset_key, event.dagster_event.event_type_value)] = event
+        self.asset_row_events = {id(event) for event in last.values()}
+
+    def updates_asset_row(self, event) -> bool:
+        return id(event) in self.asset_row_events
 
     def connection(self, shard: str):
         conn = self.connections.get(shard)
