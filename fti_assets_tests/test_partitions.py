@@ -81,6 +81,23 @@ def test_written_days_read_back_as_each_days_rows_written_alone(tmp_path):
     assert lake.row_counts("daily", [date.fromisoformat(d) for d in DAYS]) == dict(zip(DAYS, [2, 1, 0, 3], strict=True))
 
 
+def test_read_days_joins_the_written_days_as_pandas_reads_each_and_takes_older_empty_files(tmp_path):
+    from datetime import date
+
+    from fti_assets.resources.lake import LakeResource
+
+    rows = frame().assign(at=pd.to_datetime(frame()["day"]).dt.tz_localize("UTC"))
+    lake = LakeResource(root=str(tmp_path))
+    lake.write_days("daily", DaySlices.of(rows, "day"), ["2026-01-01", "2026-01-02", "2026-01-04"])
+    # An empty day as DataFrame.to_parquet wrote it before: its text columns have Arrow type null.
+    rows.iloc[:0].to_parquet(lake.day_path("daily", date(2026, 1, 3)), index=False)
+    read = lake.read_days("daily", date(2026, 1, 1), date(2026, 1, 6))
+    one_by_one = [pd.read_parquet(lake.day_path("daily", date.fromisoformat(d))) for d in DAYS]
+    pd.testing.assert_frame_equal(read, pd.concat(one_by_one, ignore_index=True))
+    pd.testing.assert_frame_equal(read, rows)
+    assert list(lake.read_days("daily", date(2026, 1, 2), date(2026, 1, 4), columns=["amount"])["amount"]) == [3.0]
+
+
 def test_day_slices_refuse_an_unsorted_frame_and_take_an_empty_one():
     with pytest.raises(ValueError, match="sorted by day"):
         DaySlices.of(frame().iloc[::-1], "day")

@@ -59,11 +59,15 @@ class LakeResource(ConfigurableResource):
             write_parquet_atomic(table.slice(start, end - start), self.day_path(asset, date.fromisoformat(key)))
 
     def read_days(self, asset: str, first: date, end: date, columns: list[str] | None = None) -> pd.DataFrame:
-        """Rows of the days in [first, end) that have been written; days never written are absent."""
+        """Rows of the days in [first, end) that have been written; days never written are absent.
+
+        The files are read as Arrow and joined before one conversion to pandas (a day file without rows may
+        have a column of type null, from older writes: it takes the other days' type)."""
         paths = [p for p in (self.day_path(asset, d) for d in days(first, end)) if p.exists()]
         if not paths:
             return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
-        return pd.concat([pd.read_parquet(p, columns=columns) for p in paths], ignore_index=True)
+        tables = [pq.read_table(path, columns=columns) for path in paths]
+        return pa.concat_tables(tables, promote_options="default").to_pandas()
 
     def row_counts(self, asset: str, days_wanted: list[date]) -> dict[str, int]:
         """Rows of each written day among ``days_wanted`` (from the files' footers), by ISO day; days never
