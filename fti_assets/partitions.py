@@ -37,6 +37,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
+from fti_assets.event_log import in_one_batch
 from fti_assets.metadata import preview
 from fti_assets.settings import ProjectSettings
 from fti_assets.versioning import digest_version, row_hashes
@@ -226,7 +227,8 @@ def day_check_evaluations(
     as Dagster does for a check result, so downstream steps of the run do not start.
     """
     targets = _latest_materializations(instance, check_key.asset_key, list(verdicts))
-    return [
+    # Yielded together, so stored together: one transaction for the run's days, not one per day.
+    evaluations = [
         AssetCheckEvaluation(
             asset_key=check_key.asset_key,
             check_name=check_key.name,
@@ -240,6 +242,7 @@ def day_check_evaluations(
         )
         for day, verdict in verdicts.items()
     ]
+    return in_one_batch(instance, evaluations)
 
 
 def day_check_events(context, check_key: AssetCheckKey, verdicts: Mapping[str, DayCheck], blocking: bool) -> Iterator:

@@ -39,11 +39,14 @@ def _definitions() -> Definitions:
         )
         return MaterializeResult()
 
-    @asset_check(asset=daily, partitions_def=partitions, blocking=True)
+    @asset_check(asset=daily, partitions_def=partitions)
     def positive(context):
         slices = DaySlices.of(rows, "day")
-        verdicts = {d: DayCheck(passed=True, metadata={"rows": slices.count(d)}) for d in context.partition_keys}
-        yield from day_check_events(context, context.check_specs[0].key, verdicts, blocking=True)
+        # One day fails (not blocking: the run goes on), so failed results are compared too.
+        verdicts = {
+            d: DayCheck(passed=d != DAYS[3], metadata={"rows": slices.count(d)}) for d in context.partition_keys
+        }
+        yield from day_check_events(context, context.check_specs[0].key, verdicts, blocking=False)
 
     @asset(partitions_def=partitions, backfill_policy=BackfillPolicy.single_run(), deps=[daily], code_version="1")
     def downstream():
@@ -97,7 +100,7 @@ def test_a_batched_range_run_stores_exactly_what_one_event_at_a_time_stores(tmp_
     original = SqliteEventLogStorage.store_event_batch
 
     def counting(self, events):
-        batches.append(len(events))
+        batches.append([event.dagster_event.event_type_value for event in events])
         return original(self, events)
 
     monkeypatch.setattr(SqliteEventLogStorage, "store_event_batch", counting)
@@ -105,9 +108,14 @@ def test_a_batched_range_run_stores_exactly_what_one_event_at_a_time_stores(tmp_
     assert batched == one_by_one
     assert len(one_by_one["daily"]) == len(DAYS) and one_by_one["daily latest"] == DAYS[-1]
     assert len({version for _, version, _ in one_by_one["daily"]}) == len(DAYS)  # each day its own version
+    assert [passed for _, passed in one_by_one["checks"]] == [day != DAYS[3] for day in DAYS]
     # Dagster hands the range's events over in batches (planned events of each asset and check, and each
-    # output's materializations): if an upgrade stops that, every event is its own commit again.
-    assert batches and max(batches) >= len(DAYS) and sum(batches) >= 4 * len(DAYS)
+    # output's materializations), and the check's day results come as one: if an upgrade stops that, every
+    # event is its own commit again.
+    kinds = sorted(kind for batch in batches for kind in set(batch) if len(batch) == len(DAYS))
+    assert kinds == ["ASSET_CHECK_EVALUATION", "ASSET_MATERIALIZATION", "ASSET_MATERIALIZATION"]
+    # With the planned events: one per asset and day, and one of the check for the range.
+    assert sum(map(len, batches)) == 5 * len(DAYS) + 1
 
 
 def test_a_batch_that_fails_half_way_is_rolled_back_and_stored_once_event_by_event(tmp_path, monkeypatch):
