@@ -3,7 +3,13 @@
 import numpy as np
 import pandas as pd
 
-from fti_assets.monitoring.quality import new_version_issues, quality_issues, row_count_issues
+from fti_assets.monitoring.quality import (
+    new_version_issues,
+    quality_issues,
+    row_count_issues,
+    value_issues,
+    value_issues_by_day,
+)
 
 
 def test_a_clean_day_has_no_issues():
@@ -71,3 +77,28 @@ def test_new_versions_are_judged_against_the_lake_before_them_and_each_other():
         "amount: 1 negative or non-finite values",
         "2 rows against a median of 100 on the same weekday before",
     ]
+
+
+def test_issues_by_day_are_each_days_own_issues():
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "day": rng.choice(["2026-01-01", "2026-01-02", "2026-01-03", None], size=400),
+            "count": pd.array(rng.integers(-2, 50, size=400), dtype="Int64"),
+            "spend": rng.normal(10, 20, size=400),
+            "customer_id": rng.choice(["a", "b", None], size=400),
+        }
+    )
+    frame.loc[rng.choice(400, 30), "spend"] = np.nan
+    frame.loc[rng.choice(400, 5), "spend"] = np.inf
+    frame.loc[rng.choice(400, 20), "count"] = pd.NA
+    days = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+    by_day = value_issues_by_day(frame, "day", days, ["customer_id", "count"], ["count", "spend"])
+    for day in days:
+        own = frame[frame["day"] == day]
+        assert by_day[day] == value_issues(own, ["customer_id", "count"], ["count", "spend"])
+    assert by_day["2026-01-01"] and by_day["2026-01-04"] == []
+    # The rows without a day count for none of them.
+    assert sum(int(i.split(": ")[1].split()[0]) for d in days for i in by_day[d]) < sum(
+        int(i.split(": ")[1].split()[0]) for i in value_issues(frame, ["customer_id", "count"], ["count", "spend"])
+    )

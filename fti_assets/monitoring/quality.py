@@ -9,31 +9,40 @@ import pandas as pd
 WEEKS = 4
 
 
-def _value_problems(frame: pd.DataFrame, required: list[str], non_negative: list[str]) -> pd.DataFrame:
-    """Per row and rule, whether the row breaks it: a required column null, a column negative or non-finite."""
-    problems = {(column, "nulls"): frame[column].isna() for column in required}
+def _value_problems(frame: pd.DataFrame, required: list[str], non_negative: list[str]) -> dict[tuple, np.ndarray]:
+    """Per rule, which rows break it: a required column null, a column negative or non-finite."""
+    problems = {(column, "nulls"): frame[column].isna().to_numpy() for column in required}
     for column in non_negative:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        problems[(column, "negative or non-finite values")] = ~np.isfinite(values) | (values < 0)
-    return pd.DataFrame(problems, index=frame.index, columns=pd.MultiIndex.from_tuples(problems) if problems else None)
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            problems[(column, "negative or non-finite values")] = ~np.isfinite(values) | (values < 0)
+    return problems
 
 
-def _described(counts: pd.Series) -> list[str]:
+def _described(counts: Mapping[tuple, int]) -> list[str]:
     return [f"{column}: {int(n)} {what}" for (column, what), n in counts.items() if n]
 
 
 def value_issues(frame: pd.DataFrame, required: list[str], non_negative: list[str]) -> list[str]:
     """Nulls in required columns, negative or non-finite values where they cannot be."""
-    return _described(_value_problems(frame, required, non_negative).sum())
+    return _described({rule: rows.sum() for rule, rows in _value_problems(frame, required, non_negative).items()})
 
 
 def value_issues_by_day(
     frame: pd.DataFrame, day_column: str, days: list[str], required: list[str], non_negative: list[str]
 ) -> dict[str, list[str]]:
-    """``value_issues`` of each of ``days`` (its rows are those whose ``day_column`` says so): one grouping of
-    the frame, no pass per day."""
-    problems = _value_problems(frame, required, non_negative).groupby(frame[day_column]).sum()
-    return {day: _described(problems.loc[day]) if day in problems.index else [] for day in days}
+    """``value_issues`` of each of ``days`` (its rows are those whose ``day_column`` says so): one count per
+    rule over the frame's day codes, no pass per day."""
+    codes, found_days = pd.factorize(frame[day_column])  # a row without a day (code -1) is no day's
+    counts = {
+        rule: np.bincount(codes[rows & (codes >= 0)], minlength=len(found_days))
+        for rule, rows in _value_problems(frame, required, non_negative).items()
+    }
+    position = {day: i for i, day in enumerate(found_days)}
+    return {
+        day: _described({rule: per_day[position[day]] for rule, per_day in counts.items()}) if day in position else []
+        for day in days
+    }
 
 
 def row_count_issues(
