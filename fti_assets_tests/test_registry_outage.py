@@ -35,8 +35,12 @@ def test_an_unreachable_registry_fails_the_inference_run_in_seconds_naming_the_u
 
 def test_no_model_or_no_alias_is_no_champion_and_a_closed_port_fails_fast(tmp_path):
     registry = ModelRegistryResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # An embedded registry not yet written is not created just to be asked.
+    assert registry.champion() is None and registry.version("1") is None and registry.alias_moves() == []
+    assert not (tmp_path / "mlflow.db").exists()
     # What the registry answers as absent is "no champion yet", not an outage (MLflow's REST server relays the
     # same error codes as its SQL store).
+    registry.client().search_registered_models()  # MLflow creates the database
     assert registry.champion() is None and registry.alias_moves() == [] and registry.version("1") is None
     registry.client().create_registered_model(registry.model_name)
     assert registry.champion() is None and registry.version("1") is None
