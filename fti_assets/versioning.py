@@ -14,13 +14,14 @@ def row_hashes(frame: pd.DataFrame) -> np.ndarray:
     return pd.util.hash_pandas_object(frame, index=False).to_numpy() if len(frame) else np.array([], "uint64")
 
 
-def _schema_digest(frame: pd.DataFrame):
+def schema_digest(frame: pd.DataFrame):
     return hashlib.sha256(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
 
 
-def digest_version(frame: pd.DataFrame, hashes: np.ndarray) -> str:
-    """The version of ``frame``'s schema with the rows whose hashes are given, in that order."""
-    digest = _schema_digest(frame)
+def digest_version(frame: pd.DataFrame, hashes: np.ndarray, schema=None) -> str:
+    """The version of ``frame``'s schema with the rows whose hashes are given, in that order. ``schema``:
+    ``schema_digest(frame)`` when the caller versions many parts of one frame."""
+    digest = (schema or schema_digest(frame)).copy()
     if len(hashes):
         digest.update(hashes.tobytes())
     return digest.hexdigest()[:16]
@@ -34,7 +35,7 @@ class StreamingVersion:
 
     def update(self, part: pd.DataFrame) -> None:
         if self._digest is None:
-            self._digest = _schema_digest(part)
+            self._digest = schema_digest(part)
         if len(part):
             self._digest.update(row_hashes(part).tobytes())
 

@@ -16,6 +16,7 @@ from dagster import (
     define_asset_job,
 )
 
+from fti_assets.metadata import preview, previews
 from fti_assets.partitions import (
     DayCheck,
     DaySlices,
@@ -98,6 +99,30 @@ def test_read_days_joins_the_written_days_as_pandas_reads_each_and_takes_older_e
     assert list(lake.read_days("daily", date(2026, 1, 2), date(2026, 1, 4), columns=["amount"])["amount"]) == [3.0]
 
 
+def test_previews_of_row_ranges_are_markdown_tables_of_each_ranges_first_rows():
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["a|1", "b", "c", "d", "e", "f", "g", "h"],
+            "amount": [1.0, 2.5, float("nan"), 1234567.0, 0.1, 6.0, 7.0, 8.0],
+            "count": pd.array([1, None, 3, 4, 5, 6, 7, 8], dtype="Int64"),
+        }
+    )
+    tables = previews(rows, {"first": (0, 7), "last": (7, 8), "none": (3, 3)}, rows=5)
+    header = "| customer_id | amount | count |\n|:---|---:|---:|\n"
+    assert tables["first"].value == header + "\n".join(
+        [
+            "| a\\|1 | 1 | 1 |",  # a pipe in a value does not split the cell
+            "| b | 2.5 | <NA> |",
+            "| c | nan | 3 |",
+            "| d | 1.23457e+06 | 4 |",
+            "| e | 0.1 | 5 |",
+        ]
+    )
+    assert tables["last"].value == header + "| h | 8 | 8 |"
+    assert tables["none"].value == "(empty)"
+    assert preview(rows.iloc[7:]).value == tables["last"].value and preview(rows.iloc[:0]).value == "(empty)"
+
+
 def test_day_slices_refuse_an_unsorted_frame_and_take_an_empty_one():
     with pytest.raises(ValueError, match="sorted by day"):
         DaySlices.of(frame().iloc[::-1], "day")
@@ -157,9 +182,15 @@ def test_a_range_run_records_each_days_rows_version_and_check_and_publishes_no_w
         assert materialization.metadata["run_days"].value == f"{DAYS[0]} .. {DAYS[-1]}"
         assert materialization.metadata["customers"].value == slices.rows(day)["customer_id"].nunique()
         assert materialization.metadata["content_version"].value == frame_version(slices.rows(day))
+        assert materialization.metadata["preview"].value == preview(slices.rows(day)).value
     evaluations = {e.partition: e for e in result.get_asset_check_evaluations()}
     assert {d: e.passed for d, e in evaluations.items()} == {d: d != "2026-01-03" for d in DAYS}
     assert evaluations["2026-01-01"].target_materialization_data.run_id == result.run_id
+    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("daily")), limit=100).records
+    for record in records:  # each published day's evaluation points at its materialization
+        target = evaluations[record.partition_key].target_materialization_data
+        assert (target.storage_id, target.run_id) == (record.storage_id, record.run_id)
+        assert abs(target.timestamp - record.timestamp) < 1e-3
     assert evaluations["2026-01-02"].target_materialization_data is None  # never published
     # A failed blocking day fails the check step after every day is reported: downstream does not start.
     assert not result.success
