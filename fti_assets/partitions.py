@@ -27,10 +27,13 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     AssetMaterialization,
+    AssetObservation,
     DagsterEventType,
     DagsterInstance,
     DailyPartitionsDefinition,
+    Failure,
     FreshnessPolicy,
+    MetadataValue,
     Output,
 )
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -270,3 +273,64 @@ def day_check_events(context, check_key: AssetCheckKey, verdicts: Mapping[str, D
     yield from day_check_evaluations(op_context.instance, check_key, verdicts, blocking)
     yield Output(None, output_name=op_context.assets_def.get_output_name_for_asset_check_key(check_key))
 
+
+# How a refused day's result ends: what its partition holds afterwards.
+KEPT, NOT_WRITTEN = ": not published, the previous version stays", ": not published, the day stays unwritten"
+
+
+@dataclass
+class JudgedDays:
+    """A range run's days judged by a blocking check before they are published. A failing day is withheld:
+    no materialization, its previous version stays, and its failure stays on the day's check until a new
+    version passes; the other days are published and the run goes on."""
+
+    check_key: AssetCheckKey
+    verdicts: dict[str, DayCheck] = field(default_factory=dict)
+
+    @property
+    def withheld(self) -> dict[str, str]:
+        return {day: verdict.description or "failed" for day, verdict in self.verdicts.items() if not verdict.passed}
+
+    @property
+    def published(self) -> list[str]:
+        return [day for day, verdict in self.verdicts.items() if verdict.passed]
+
+    def refuse_if_none_passed(self, context) -> Iterator:
+        """When no day passed, every day's result is recorded and the run fails saying why: nothing is published."""
+        withheld = self.withheld
+        if not self.verdicts or len(withheld) < len(self.verdicts):
+            return
+        yield from day_check_evaluations(context.instance, self.check_key, self.verdicts, blocking=True)
+        days = sorted(self.verdicts)
+        raise Failure(
+            description=f"no day of {days[0]} .. {days[-1]} is published: "
+            + "; ".join(f"{day}: {why}" for day, why in list(withheld.items())[:5])
+            + (f"; and {len(withheld) - 5} more days" if len(withheld) > 5 else ""),
+            metadata={"withheld_days": MetadataValue.json(withheld)},
+        )
+
+    def withheld_observations(self, context) -> Iterator[AssetObservation]:
+        """The withheld days get no materialization; an observation of each says why."""
+        withheld = self.withheld
+        if not withheld:
+            return
+        context.log.warning(f"{len(withheld)} days not published: {withheld}")
+        withhold_days(context, withheld)
+        for day, why in withheld.items():
+            yield AssetObservation(
+                asset_key=context.asset_key,
+                partition=day,
+                description=f"New version not published: {why}",
+                metadata={"withheld": True, "reason": why, **self.verdicts[day].metadata},
+            )
+
+    def check_events(self, context) -> Iterator:
+        """After the materializations: the withheld days' failures, recorded without failing the run, then the
+        published days' results (blocking)."""
+        withheld = self.withheld
+        yield from day_check_evaluations(
+            context.instance, self.check_key, {day: self.verdicts[day] for day in withheld}, blocking=False
+        )
+        yield from day_check_events(
+            context, self.check_key, {day: self.verdicts[day] for day in self.published}, blocking=True
+        )

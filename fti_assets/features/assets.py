@@ -5,6 +5,8 @@ from datetime import date
 
 import pandas as pd
 from dagster import (
+    AssetCheckKey,
+    AssetCheckSpec,
     AssetDep,
     AssetExecutionContext,
     BackfillPolicy,
@@ -18,7 +20,19 @@ from dagster import (
 from fti_assets.features.spec import as_config, history_start
 from fti_assets.features.transform import PurchaseDays, compute_customer_features
 from fti_assets.metadata import column_schema
-from fti_assets.partitions import DaySlices, Progress, chunk_bounds, chunks, daily_partitions, run_days
+from fti_assets.monitoring.quality import value_issues_by_day
+from fti_assets.partitions import (
+    KEPT,
+    NOT_WRITTEN,
+    DayCheck,
+    DaySlices,
+    JudgedDays,
+    Progress,
+    chunk_bounds,
+    chunks,
+    daily_partitions,
+    run_days,
+)
 from fti_assets.resources.feast import FeastResource, repo_version
 from fti_assets.resources.lake import LakeResource
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings
@@ -26,10 +40,31 @@ from fti_assets.versioning import frame_version, text_version
 
 OWNERS = ["team:ml-platform"]
 FEATURE_TABLE = "customer_features"
+QUALITY_CHECK = "feature_data_quality"
+
+
+def judge_feature_days(
+    lake: LakeResource, features: pd.DataFrame, feature_days: DaySlices, day_keys: list[str], columns: list[str]
+) -> dict[str, DayCheck]:
+    """feature_data_quality of each day's new rows, before they are written: no null customer or value, no
+    negative or non-finite value (every feature is a count, sum, mean, maximum, gap or ratio)."""
+    issues = value_issues_by_day(features, "as_of_day", day_keys, ["customer_id", *columns], columns)
+    return {
+        key: DayCheck(
+            passed=not found,
+            metadata={"rows": feature_days.count(key), "issues": MetadataValue.json(found)},
+            description="; ".join(found)
+            + (KEPT if lake.day_path(FEATURE_TABLE, date.fromisoformat(key)).exists() else NOT_WRITTEN)
+            if found
+            else None,
+        )
+        for key, found in issues.items()
+    }
 
 
 def build_feature_assets(settings: ProjectSettings) -> list:
     table_spec = settings.feature_table_spec
+    partitions = daily_partitions(settings)
     # What a day's features read: the whole history before it, or the look-back of the longest window.
     read_from = history_start(settings.end_date, settings.active_window_days, table_spec, settings.start_date)
     lookback_days = (settings.end_date - read_from).days
@@ -64,7 +99,7 @@ def build_feature_assets(settings: ProjectSettings) -> list:
     @asset(
         name=FEATURE_TABLE,
         group_name="features",
-        partitions_def=daily_partitions(settings),
+        partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run(),
         deps=[
             AssetDep("raw_transactions", partition_mapping=TimeWindowPartitionMapping(start_offset=-lookback_days)),
@@ -73,13 +108,25 @@ def build_feature_assets(settings: ProjectSettings) -> list:
         ],
         kinds={"duckdb", "parquet", "feast"},
         owners=OWNERS,
+        check_specs=[
+            AssetCheckSpec(
+                QUALITY_CHECK,
+                asset=FEATURE_TABLE,
+                partitions_def=partitions,
+                blocking=True,
+                description=(
+                    "Judged on each day's new rows before they are written: no null customer or feature value, no "
+                    "negative or non-finite value. A failing day is not published: its previous version stays."
+                ),
+            )
+        ],
         # The features the settings declare are part of the code: a new service version marks the table stale.
         code_version=f"2.{text_version([repr(as_config(settings.all_feature_services))])}",
         description=(
             "Per active customer and day, as of the end of the day: the columns of every feature service's view "
             "(settings: feature_services), e.g. spend sum/mean/max, transactions and purchase days over 7/30/90 "
             "days and the whole history, days since the last purchase, tenure, purchase gaps and trend. The Feast "
-            "offline source of the feature views."
+            "offline source of the feature views. A day is published only when feature_data_quality passes on it."
         ),
     )
     def customer_features(context: AssetExecutionContext, lake: LakeResource):
@@ -90,6 +137,7 @@ def build_feature_assets(settings: ProjectSettings) -> list:
         transactions = lake.read_days("raw_transactions", raw_first, end, columns=["customer_id", "day", "amount"])
         purchases = PurchaseDays.of(transactions)
         progress = Progress(context, len(context.partition_keys))
+        quality = JudgedDays(AssetCheckKey(context.asset_key, QUALITY_CHECK))
         # A chunk of days at a time: memory follows the chunk, not the range.
         for chunk in chunks(context.partition_keys, settings.range_chunk_days):
             features = compute_customer_features(
@@ -101,25 +149,36 @@ def build_feature_assets(settings: ProjectSettings) -> list:
                 table_spec,
             )
             feature_days = DaySlices.of(features, "as_of_day")
-            lake.write_days(FEATURE_TABLE, feature_days, chunk)
+            verdicts = judge_feature_days(lake, features, feature_days, chunk, table_spec.columns)
+            quality.verdicts.update(verdicts)
+            published = [key for key in chunk if verdicts[key].passed]
+            lake.write_days(FEATURE_TABLE, feature_days, published)
             # Each day's own figures, from one grouping of the chunk's rows.
             means = features.groupby("as_of_day")[table_spec.columns].mean().round(4).add_prefix("mean_")
             means = means.to_dict(orient="index")
             feature_days.report(
                 context,
-                chunk,
+                published,
                 {
                     key: {
                         **means.get(key, {}),
                         "file": MetadataValue.path(str(lake.day_path(FEATURE_TABLE, date.fromisoformat(key)))),
                     }
-                    for key in chunk
+                    for key in published
                 },
             )
             progress.add(len(chunk), len(features))
-        return MaterializeResult(
-            metadata={"dagster/column_schema": column_schema(features), "run_days": f"{first} .. {end}"}
+        yield from quality.refuse_if_none_passed(context)
+        yield from quality.withheld_observations(context)
+        withheld = quality.withheld
+        yield MaterializeResult(
+            metadata={
+                "dagster/column_schema": column_schema(features),
+                "run_days": f"{first} .. {end}",
+                **({"withheld_days": MetadataValue.json(withheld)} if withheld else {}),
+            }
         )
+        yield from quality.check_events(context)
 
     @asset(
         name="online_features",

@@ -7,7 +7,6 @@ from dagster import (
     AssetCheckKey,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetObservation,
     AssetsDefinition,
     BackfillPolicy,
     Failure,
@@ -23,14 +22,15 @@ from fti_assets.ingestion.standardize import (
 from fti_assets.metadata import column_schema
 from fti_assets.monitoring.quality import history_days, new_version_issues
 from fti_assets.partitions import (
+    KEPT,
+    NOT_WRITTEN,
     DayCheck,
     DaySlices,
+    JudgedDays,
     daily_freshness,
     daily_partitions,
-    day_check_evaluations,
     day_check_events,
     run_days,
-    withhold_days,
 )
 from fti_assets.resources.lake import LakeResource, write_parquet_atomic
 from fti_assets.resources.source import SourceResource
@@ -40,7 +40,6 @@ OWNERS = ["team:data-engineering"]
 QUARANTINE = "quarantine/raw_transactions"
 REQUIRED = ["transaction_id", "customer_id", "ts", "amount"]
 ACCOUNTING_CHECK, QUALITY_CHECK = "rows_accounted_for", "raw_data_quality"
-KEPT, NOT_WRITTEN = ": not published, the previous version stays", ": not published, the day stays unwritten"
 
 
 def judge_new_versions(
@@ -156,19 +155,12 @@ def build_raw_transactions(settings: ProjectSettings) -> AssetsDefinition:
         day_keys = context.partition_keys
 
         # Each day's new version is judged before it is published: a failing day keeps the version it had.
-        quality = judge_new_versions(lake, accepted, accepted_days, first, day_keys, monitoring)
-        withheld = {key: check.description for key, check in quality.items() if not check.passed}
-        quality_key = AssetCheckKey(context.asset_key, QUALITY_CHECK)
-        if len(withheld) == len(day_keys):
-            yield from day_check_evaluations(context.instance, quality_key, quality, blocking=True)
-            raise Failure(
-                description=f"no day of {first} .. {end} is published: "
-                + "; ".join(f"{key}: {why}" for key, why in list(withheld.items())[:5])
-                + (f"; and {len(withheld) - 5} more days" if len(withheld) > 5 else ""),
-                metadata={"withheld_days": MetadataValue.json(withheld)},
-            )
-
-        published = [key for key in day_keys if key not in withheld]
+        quality = JudgedDays(
+            AssetCheckKey(context.asset_key, QUALITY_CHECK),
+            judge_new_versions(lake, accepted, accepted_days, first, day_keys, monitoring),
+        )
+        yield from quality.refuse_if_none_passed(context)
+        withheld, published = quality.withheld, quality.published
         lake.write_days("raw_transactions", accepted_days, published)
         lake.write_days(QUARANTINE, quarantined_days, published)
         # Rows no day holds: without a usable time, or future-dated beyond the range. Replaced every run.
@@ -176,16 +168,7 @@ def build_raw_transactions(settings: ProjectSettings) -> AssetsDefinition:
         stray_path = lake.table_path(f"{QUARANTINE}_unplaceable")
         if len(stray) or stray_path.exists():
             write_parquet_atomic(stray, stray_path)
-        if withheld:
-            context.log.warning(f"{len(withheld)} days not published: {withheld}")
-            withhold_days(context, withheld)
-            for key, why in withheld.items():
-                yield AssetObservation(
-                    asset_key=context.asset_key,
-                    partition=key,
-                    description=f"New version not published: {why}",
-                    metadata={"withheld": True, "reason": why, **quality[key].metadata},
-                )
+        yield from quality.withheld_observations(context)
         outside = source.count_outside_range(settings.start_date, settings.end_exclusive)
         if outside:
             context.log.warning(
@@ -202,18 +185,17 @@ def build_raw_transactions(settings: ProjectSettings) -> AssetsDefinition:
         if unknown_rows:
             context.log.warning(f"{unknown_rows} accepted rows name customers missing from {source.customers.table}")
 
-        published_keys = [key for key in day_keys if key not in withheld]
-        figures = day_figures(accepted, placed, unknown, published_keys)
+        figures = day_figures(accepted, placed, unknown, published)
         accepted_days.report(
             context,
-            published_keys,
+            published,
             {
                 key: {
                     **figures[key],
                     "rows_quarantined": quarantined_days.count(key),
                     "file": MetadataValue.path(str(lake.day_path("raw_transactions", date.fromisoformat(key)))),
                 }
-                for key in published_keys
+                for key in published
             },
         )
         run_totals = {
@@ -250,11 +232,6 @@ def build_raw_transactions(settings: ProjectSettings) -> AssetsDefinition:
             },
             blocking=True,
         )
-        # A withheld day's failure is reported without failing the run: the day was not published, the other
-        # days were, and the failure stays on the day's check until a new version passes.
-        yield from day_check_evaluations(
-            context.instance, quality_key, {key: quality[key] for key in withheld}, blocking=False
-        )
-        yield from day_check_events(context, quality_key, {key: quality[key] for key in published_keys}, blocking=True)
+        yield from quality.check_events(context)
 
     return raw_transactions

@@ -1,9 +1,7 @@
-"""Asset checks: data quality of feature days, feature drift, prediction drift. (The raw data's checks are
-judged by `raw_transactions` itself, before a day is published: see `fti_assets.ingestion.assets`.)"""
+"""Asset checks: feature drift, prediction drift. (Data quality is judged by the assets themselves, on each
+day's new version before it is published: `raw_transactions` and `customer_features`.)"""
 
-from datetime import date
-
-from dagster import AssetCheckExecutionContext, AssetCheckSeverity, MetadataValue, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckSeverity, asset_check
 
 from fti_assets.monitoring.drift import evaluate_drift
 from fti_assets.monitoring.drift_gate import (
@@ -16,68 +14,14 @@ from fti_assets.monitoring.drift_gate import (
     drift_settings,
     in_training_period,
 )
-from fti_assets.monitoring.quality import value_issues_by_day
-from fti_assets.partitions import DayCheck, chunks, daily_partitions, day_check_events
-from fti_assets.resources.lake import LakeResource
+from fti_assets.partitions import DayCheck, daily_partitions, day_check_events
 from fti_assets.resources.mlflow import ModelRegistryResource
 from fti_assets.resources.predictions import PredictionStoreResource
 from fti_assets.settings import ProjectSettings
 
 
-def _day_quality(
-    lake: LakeResource,
-    asset: str,
-    days: list[str],
-    required: list[str],
-    non_negative: list[str],
-    chunk_days: int,
-) -> dict[str, DayCheck]:
-    """A result per day: nulls and value ranges of the day's rows, ``chunk_days`` days' files read and judged
-    at a time (one read and one grouping each; memory follows the chunk, not the range)."""
-    import pyarrow.parquet as pq
-
-    columns = list(dict.fromkeys(["as_of_day", *required, *non_negative]))
-    results = {}
-    for chunk in chunks(days, chunk_days):
-        paths = {day: lake.day_path(asset, date.fromisoformat(day)) for day in chunk}
-        written = [day for day, path in paths.items() if path.exists()]
-        if not written:
-            continue
-        frame = pq.ParquetDataset([str(paths[day]) for day in written]).read(columns=columns).to_pandas()
-        found = value_issues_by_day(frame, "as_of_day", written, required, non_negative)
-        rows = frame["as_of_day"].value_counts()
-        for day in written:
-            results[day] = DayCheck(
-                passed=not found[day],
-                metadata={"rows": int(rows.get(day, 0)), "issues": MetadataValue.json(found[day])},
-                description="; ".join(found[day]) if found[day] else None,
-            )
-    return results
-
-
 def build_monitoring_checks(settings: ProjectSettings) -> list:
     partitions = daily_partitions(settings)
-
-    @asset_check(
-        asset=FEATURE_TABLE,
-        name="feature_data_quality",
-        partitions_def=partitions,
-        blocking=True,
-        description="No nulls in feature values, no negative counts or sums.",
-    )
-    def feature_data_quality(context: AssetCheckExecutionContext, lake: LakeResource):
-        columns = settings.feature_table_spec.columns
-        # Feature rows are the active population: it grows through the look-back's warm-up and shrinks
-        # with churn, smoothly; a broken load shows in the raw check's row counts.
-        results = _day_quality(
-            lake,
-            FEATURE_TABLE,
-            context.partition_keys,
-            ["customer_id", *columns],
-            columns,
-            settings.range_chunk_days,
-        )
-        yield from day_check_events(context, context.check_specs[0].key, results, blocking=True)
 
     @asset_check(
         asset=FEATURE_TABLE,
@@ -158,4 +102,4 @@ def build_monitoring_checks(settings: ProjectSettings) -> list:
             context.log.info(f"{skipped} days not compared: no champion, or no predictions of the champion")
         yield from day_check_events(context, context.check_specs[0].key, results, blocking=False)
 
-    return [feature_data_quality, feature_drift, prediction_drift]
+    return [feature_drift, prediction_drift]
