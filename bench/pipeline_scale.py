@@ -6,9 +6,10 @@ Each scale runs `make demo`'s stages (fti_assets.demo.run_demo) on the simulator
 ``customers x scale`` customers, in a process of its own (peak RSS is that process's). ``--sparse``
 adds the shape of a real shop's log: 25,000 customers over 18 months, 3 purchases each on average.
 In the same process, after the graph, three floors are timed on the same data:
-- features: DuckDB alone computes the same feature rows and columns (every declared service's) from the same
-  raw parquet and writes them; the stage's labels, per-day files, checks and events are beyond it. Its rows
-  are then matched with the stage's, and the largest difference of any value is reported;
+- features: DuckDB alone computes what the stage computes from the same raw parquet, the feature rows and
+  columns (every declared service's) and the churn labels, and writes them; the stage's per-day files,
+  checks and events are beyond it. Its rows are then matched with the stage's: the largest difference of
+  any feature value, and the labels that differ;
 - inference: plain scoring, the champion loaded once, every feature row predicted, written to parquet;
 - the point-in-time join: a plain DuckDB ASOF join of the last 30 labelled days to the feature table,
   against the project's join (Feast's semantics) and Feast's own get_historical_features.
@@ -36,9 +37,10 @@ FEATURES_STAGE = "features_job"
 
 
 def duckdb_floor(settings, out: Path) -> dict:
-    """The feature table's values (every declared service's columns) per active customer and day, in one DuckDB
-    statement from the raw parquet, written to parquet: a floor for the stage's time. Afterwards, untimed, the
-    floor's rows are matched with the stage's and every column's largest difference is reported."""
+    """What the features stage computes, from the raw parquet, each in one DuckDB statement written to parquet:
+    the feature table's values (every declared service's columns) per active customer and day, and the churn
+    labels of the days whose horizon is complete. A floor for the stage's time. Afterwards, untimed, the floor's
+    rows are matched with the stage's: every feature column's largest difference, and labels that differ."""
     import duckdb
 
     from fti_assets.features.spec import PREFIX, V1, suffix
@@ -89,16 +91,20 @@ def duckdb_floor(settings, out: Path) -> dict:
             f"AS purchase_trend_{short}d_{suffix(long)}"
         )
     entry = ["last_dn", "run_spend", "run_n", "run_top", "k", "first_dn", "prev_dn"]
+    daily = f"""daily AS (
+            SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(day AS DATE) - DATE '1970-01-01' AS dn,
+                   sum(amount) AS spend, count(*) AS n, max(amount) AS top
+            FROM read_parquet('{lake}/raw_transactions/*.parquet') GROUP BY 1, 2
+          )"""
+    horizon = settings.label_horizon_days
+    labelled_end = max(first, end - horizon)  # the last raw day is the range's last: its horizon ends there
+    labels_out = out.with_name("floor_labels.parquet")
     started = time.perf_counter()
     con = duckdb.connect()
     rows = con.execute(
         f"""
         COPY (
-          WITH daily AS (
-            SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(day AS DATE) - DATE '1970-01-01' AS dn,
-                   sum(amount) AS spend, count(*) AS n, max(amount) AS top
-            FROM read_parquet('{lake}/raw_transactions/*.parquet') GROUP BY 1, 2
-          ), history AS (
+          WITH {daily}, history AS (
             SELECT *, sum(spend) OVER w AS run_spend, sum(n) OVER w AS run_n, max(top) OVER w AS run_top,
                    row_number() OVER w AS k, first_value(dn) OVER w AS first_dn, lag(dn) OVER w AS prev_dn,
                    lead(dn) OVER w AS next_dn
@@ -124,6 +130,24 @@ def duckdb_floor(settings, out: Path) -> dict:
         ) TO '{out}' (FORMAT parquet)
         """
     ).fetchone()[0]
+    features_seconds = time.perf_counter() - started
+    # In the active population of a day D, churned when the next purchase day is beyond D + horizon, or none.
+    label_rows = con.execute(
+        f"""
+        COPY (
+          WITH {daily}, history AS (
+            SELECT customer_id, dn, lead(dn) OVER (PARTITION BY customer_id ORDER BY dn) AS next_dn FROM daily
+          ), active AS (
+            SELECT customer_id, next_dn,
+                   unnest(generate_series(greatest(dn, {first}),
+                          least(coalesce(next_dn, {labelled_end}), dn + {active}, {labelled_end}) - 1)) AS as_of
+            FROM history WHERE dn < {labelled_end} AND dn + {active} > {first}
+          )
+          SELECT customer_id, as_of, CAST(coalesce(next_dn > as_of + {horizon}, true) AS INTEGER) AS churned
+          FROM active
+        ) TO '{labels_out}' (FORMAT parquet)
+        """
+    ).fetchone()[0]
     seconds = time.perf_counter() - started
     differences = ", ".join(f"max(abs(f.{c} - s.{c})) AS {c}" for c in spec.columns)
     compared = con.execute(
@@ -132,10 +156,21 @@ def duckdb_floor(settings, out: Path) -> dict:
         ON f.customer_id = CAST(s.customer_id AS VARCHAR)
            AND CAST(DATE '1970-01-01' + CAST(f.as_of AS INTEGER) AS VARCHAR) = s.as_of_day"""
     ).df()
+    labels_compared = con.execute(
+        f"""SELECT count(*) AS matched, count(*) FILTER (f.churned != s.churned) AS different
+        FROM read_parquet('{labels_out}') f JOIN read_parquet('{lake}/churn_labels/*.parquet') s
+        ON f.customer_id = CAST(s.customer_id AS VARCHAR)
+           AND CAST(DATE '1970-01-01' + CAST(f.as_of AS INTEGER) AS VARCHAR) = s.as_of_day"""
+    ).fetchone()
     con.close()
     largest = compared.drop(columns="matched").iloc[0].astype(float)
     return {
         "seconds": seconds,
+        "features_seconds": features_seconds,
+        "labels_seconds": seconds - features_seconds,
+        "label_rows": int(label_rows),
+        "labels_matched": int(labels_compared[0]),
+        "labels_different": int(labels_compared[1]),
         "rows": int(rows),
         "columns": len(spec.columns),
         "matched": int(compared["matched"].iloc[0]),
@@ -250,6 +285,7 @@ def one_scale(customers: int, days: int, purchase_rate_multiplier: float = 1.0) 
         "total_seconds": seen["_total_seconds"],
         "floor": floor,
         "feature_rows": seen["customer_features"]["dagster/row_count"],
+        "label_rows": seen["churn_labels"]["dagster/row_count"],
         "peak_rss_gb": graph_peak,
         "floors_peak_rss_gb": peak_rss_gb(),
         "stage_peak_rss_gb": stage_peaks,
@@ -274,9 +310,12 @@ def report(results: list[dict]) -> str:
         )
         floor = r["floor"]
         lines.append(
-            f"- features: {r['feature_rows']:,} rows; DuckDB alone {floor['seconds']:.1f} s for {floor['rows']:,} rows "
-            f"of the same {floor['columns']} columns ({floor['matched']:,} rows matched, largest difference "
-            f"{floor['largest_difference']:.4g} in {floor['largest_difference_column']}): the features stage takes "
+            f"- features: {r['feature_rows']:,} feature rows and {r['label_rows']:,} labels; DuckDB alone "
+            f"{floor['seconds']:.1f} s: {floor['features_seconds']:.1f} s for {floor['rows']:,} rows of the same "
+            f"{floor['columns']} columns ({floor['matched']:,} rows matched, largest difference "
+            f"{floor['largest_difference']:.4g} in {floor['largest_difference_column']}) and "
+            f"{floor['labels_seconds']:.1f} s for {floor['label_rows']:,} labels ({floor['labels_matched']:,} matched, "
+            f"{floor['labels_different']:,} different): the features stage takes "
             f"{stage[FEATURES_STAGE] / floor['seconds']:.1f}x"
         )
         lines.append(
