@@ -88,7 +88,10 @@ class ModelRegistryResource(ConfigurableResource):
     def _absent_as_none(self, read: Callable[[], T], what: str) -> T | None:
         """``read()``, or None when the registry answers that ``what`` does not exist. A registry that does not
         answer raises: an outage must not read as "no model"."""
-        if self.tracking_uri.startswith("sqlite:///") and not Path(self.tracking_uri.removeprefix("sqlite:///")).exists():
+        if (
+            self.tracking_uri.startswith("sqlite:///")
+            and not Path(self.tracking_uri.removeprefix("sqlite:///")).exists()
+        ):
             # An embedded registry never written holds nothing. Asking MLflow would first build its schema
             # (about 2 s of migrations, inside the features stage of a first run) to answer the same.
             return None
