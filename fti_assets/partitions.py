@@ -155,9 +155,10 @@ class DaySlices:
         values = frame[day_column].astype(str).to_numpy()
         if len(values) and (values[1:] < values[:-1]).any():
             raise ValueError(f"frame must be sorted by {day_column}")
-        keys, starts = np.unique(values, return_index=True)
+        # Sorted, a day starts where the value changes: one comparison of neighbours, no sort of the column.
+        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if len(values) else []
         ends = [*starts[1:], len(values)] if len(values) else []
-        return cls(frame, {str(k): (int(s), int(e)) for k, s, e in zip(keys, starts, ends, strict=True)})
+        return cls(frame, {str(values[s]): (int(s), int(e)) for s, e in zip(starts, ends, strict=True)})
 
     def rows(self, day: str) -> pd.DataFrame:
         start, end = self.bounds.get(day, (0, 0))
