@@ -67,7 +67,8 @@ class LakeResource(ConfigurableResource):
 
     def write_days(self, asset: str, slices: DaySlices, day_keys: list[str]) -> None:
         """Each day's rows (none: an empty file with the schema) to the day's file. The frame becomes Arrow
-        once and each day is a slice of it: the files ``DataFrame.to_parquet`` writes, at half the cost."""
+        once and each day is a slice of it: the rows ``DataFrame.to_parquet`` of the day would hold, at half the
+        cost."""
         table = pa.Table.from_pandas(slices.frame, preserve_index=False)
 
         def write(key: str) -> Path:
