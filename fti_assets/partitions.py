@@ -71,6 +71,11 @@ def run_days(context) -> tuple[date, date]:
     return window.start.date(), window.end.date()
 
 
+def run_days_text(context) -> str:
+    """The run's days as the UI shows them, first and last inclusive."""
+    return f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+
+
 def chunks(
     day_keys: list[str], size: int, rows_per_day: dict[str, int] | None = None, max_rows: int | None = None
 ) -> list[list[str]]:

@@ -83,6 +83,8 @@ def test_a_failing_day_keeps_its_published_version_and_the_other_days_are_publis
         if e.materialization.asset_key == AssetKey("customer_features")
     }
     assert BAD_DAY not in days and len(days) == DAYS - 1
+    (published,) = [e.materialization for e in result.get_asset_materialization_events()][-1:]
+    assert published.metadata["run_days"].value == f"{FIRST} .. {LAST}"  # the run's first and last day
     after = feature_files(settings)
     assert after[BAD_DAY] == before[BAD_DAY]  # the published version stays, byte for byte
     checks = {e.partition: e for e in result.get_asset_check_evaluations() if e.check_name == "feature_data_quality"}

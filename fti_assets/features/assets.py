@@ -32,6 +32,7 @@ from fti_assets.partitions import (
     chunks,
     daily_partitions,
     run_days,
+    run_days_text,
 )
 from fti_assets.resources.feast import FeastResource, repo_version
 from fti_assets.resources.lake import LakeResource
@@ -174,7 +175,7 @@ def build_feature_assets(settings: ProjectSettings) -> list:
         yield MaterializeResult(
             metadata={
                 "dagster/column_schema": column_schema(features),
-                "run_days": f"{first} .. {end}",
+                "run_days": run_days_text(context),
                 **({"withheld_days": MetadataValue.json(withheld)} if withheld else {}),
             }
         )

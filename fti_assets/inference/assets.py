@@ -42,6 +42,7 @@ from fti_assets.partitions import (
     daily_partitions,
     day_check_evaluations,
     run_days,
+    run_days_text,
     withhold_days,
 )
 from fti_assets.resources.feast import FeastResource
@@ -203,7 +204,7 @@ def build_inference_assets(settings: ProjectSettings) -> list:
         yield MaterializeResult(
             metadata={
                 **({"dagster/column_schema": schema} if schema else {}),
-                "run_days": f"{first} .. {end}",
+                "run_days": run_days_text(context),
                 "model_version": str(champion.version),
                 "feature_service": feature_service,
                 "table": MetadataValue.text(f"{predictions.table} at {predictions.safe_url}"),

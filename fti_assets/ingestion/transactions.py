@@ -31,6 +31,7 @@ from fti_assets.partitions import (
     daily_partitions,
     day_check_events,
     run_days,
+    run_days_text,
 )
 from fti_assets.resources.lake import LakeResource, write_parquet_atomic
 from fti_assets.resources.source import SourceResource
@@ -209,7 +210,7 @@ def build_raw_transactions(settings: ProjectSettings) -> AssetsDefinition:
         yield MaterializeResult(
             metadata={
                 "dagster/column_schema": column_schema(accepted),
-                "run_days": f"{first} .. {end}",
+                "run_days": run_days_text(context),
                 "source_rows_outside_date_range": outside,
                 "source_rows_outside_date_range_quarantined": len(batch.beyond_range),
                 **({"withheld_days": MetadataValue.json(withheld)} if withheld else {}),

@@ -14,7 +14,7 @@ from dagster import (
 
 from fti_assets.features.transform import lookback_start
 from fti_assets.metadata import column_schema
-from fti_assets.partitions import DaySlices, daily_partitions, run_days
+from fti_assets.partitions import DaySlices, daily_partitions, run_days, run_days_text
 from fti_assets.resources.lake import LakeResource, days
 from fti_assets.settings import ProjectSettings
 from fti_assets.training.assets.common import LABELS, OWNERS
@@ -87,7 +87,7 @@ def build_churn_labels(settings: ProjectSettings) -> AssetsDefinition:
         return MaterializeResult(
             metadata={
                 "dagster/column_schema": column_schema(labels),
-                "run_days": f"{first} .. {end}",
+                "run_days": run_days_text(context),
                 "horizon_days": horizon,
             }
         )
