@@ -15,7 +15,7 @@ marked ``WITHHELD`` (computed, but not to be published) gets no materialization 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, timedelta
 
@@ -281,7 +281,7 @@ def day_check_events(context, check_key: AssetCheckKey, verdicts: Mapping[str, D
 
 
 # How a refused day's result ends: what its partition holds afterwards.
-KEPT, NOT_WRITTEN = ": not published, the previous version stays", ": not published, the day stays unwritten"
+_KEPT, _NOT_WRITTEN = ": not published, the previous version stays", ": not published, the day stays unwritten"
 
 
 @dataclass
@@ -292,6 +292,16 @@ class JudgedDays:
 
     check_key: AssetCheckKey
     verdicts: dict[str, DayCheck] = field(default_factory=dict)
+
+    def add(self, issues: Mapping[str, list[str]], metadata: Mapping[str, dict], published: Collection[str]) -> None:
+        """Each day's verdict from its issues (none: it passes), with its ``metadata`` and the issues. A failing
+        day says what its partition keeps: its version in ``published`` (the days the lake holds), or nothing."""
+        for day, found in issues.items():
+            self.verdicts[day] = DayCheck(
+                passed=not found,
+                metadata={**metadata[day], "issues": MetadataValue.json(found)},
+                description="; ".join(found) + (_KEPT if day in published else _NOT_WRITTEN) if found else None,
+            )
 
     @property
     def withheld(self) -> dict[str, str]:

@@ -22,9 +22,6 @@ from fti_assets.features.transform import PurchaseDays, compute_customer_feature
 from fti_assets.metadata import column_schema
 from fti_assets.monitoring.quality import value_issues_by_day
 from fti_assets.partitions import (
-    KEPT,
-    NOT_WRITTEN,
-    DayCheck,
     DaySlices,
     JudgedDays,
     Progress,
@@ -42,25 +39,6 @@ from fti_assets.versioning import frame_version, text_version
 OWNERS = ["team:ml-platform"]
 FEATURE_TABLE = "customer_features"
 QUALITY_CHECK = "feature_data_quality"
-
-
-def judge_feature_days(
-    lake: LakeResource, features: pd.DataFrame, feature_days: DaySlices, day_keys: list[str], columns: list[str]
-) -> dict[str, DayCheck]:
-    """feature_data_quality of each day's new rows, before they are written: no null customer or value, no
-    negative or non-finite value (every feature is a count, sum, mean, maximum, gap or ratio)."""
-    issues = value_issues_by_day(features, "as_of_day", day_keys, ["customer_id", *columns], columns)
-    return {
-        key: DayCheck(
-            passed=not found,
-            metadata={"rows": feature_days.count(key), "issues": MetadataValue.json(found)},
-            description="; ".join(found)
-            + (KEPT if lake.day_path(FEATURE_TABLE, date.fromisoformat(key)).exists() else NOT_WRITTEN)
-            if found
-            else None,
-        )
-        for key, found in issues.items()
-    }
 
 
 def build_feature_assets(settings: ProjectSettings) -> list:
@@ -139,6 +117,10 @@ def build_feature_assets(settings: ProjectSettings) -> list:
         purchases = PurchaseDays.of(transactions)
         progress = Progress(context, len(context.partition_keys))
         quality = JudgedDays(AssetCheckKey(context.asset_key, QUALITY_CHECK))
+        written = {day.isoformat() for day in lake.written_days(FEATURE_TABLE)}
+        # No null customer or value, no negative or non-finite value: every feature is a count, sum, mean,
+        # maximum, gap or ratio.
+        required = ["customer_id", *table_spec.columns]
         # A chunk of days at a time: memory follows the chunk, not the range.
         for chunk in chunks(context.partition_keys, settings.range_chunk_days):
             features = compute_customer_features(
@@ -150,9 +132,10 @@ def build_feature_assets(settings: ProjectSettings) -> list:
                 table_spec,
             )
             feature_days = DaySlices.of(features, "as_of_day")
-            verdicts = judge_feature_days(lake, features, feature_days, chunk, table_spec.columns)
-            quality.verdicts.update(verdicts)
-            published = [key for key in chunk if verdicts[key].passed]
+            # Each day's new rows are judged before they are written.
+            issues = value_issues_by_day(features, "as_of_day", chunk, required, table_spec.columns)
+            quality.add(issues, {key: {"rows": feature_days.count(key)} for key in chunk}, written)
+            published = [key for key in chunk if quality.verdicts[key].passed]
             lake.write_days(FEATURE_TABLE, feature_days, published)
             # Each day's own figures, from one grouping of the chunk's rows.
             means = features.groupby("as_of_day")[table_spec.columns].mean().round(4).add_prefix("mean_")

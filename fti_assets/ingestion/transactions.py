@@ -22,8 +22,6 @@ from fti_assets.ingestion.standardize import (
 from fti_assets.metadata import column_schema
 from fti_assets.monitoring.quality import history_days, new_version_issues
 from fti_assets.partitions import (
-    KEPT,
-    NOT_WRITTEN,
     DayCheck,
     DaySlices,
     JudgedDays,
@@ -44,8 +42,14 @@ ACCOUNTING_CHECK, QUALITY_CHECK = "rows_accounted_for", "raw_data_quality"
 
 
 def judge_new_versions(
-    lake: LakeResource, accepted: pd.DataFrame, accepted_days: DaySlices, first: date, day_keys: list[str], monitoring
-) -> dict[str, DayCheck]:
+    check_key: AssetCheckKey,
+    lake: LakeResource,
+    accepted: pd.DataFrame,
+    accepted_days: DaySlices,
+    first: date,
+    day_keys: list[str],
+    monitoring,
+) -> JudgedDays:
     """raw_data_quality of each day's new version, judged before anything is written: against the same
     weekday's history and against the day's published version."""
     published = lake.row_counts("raw_transactions", history_days(first) + [date.fromisoformat(k) for k in day_keys])
@@ -58,18 +62,13 @@ def judge_new_versions(
         monitoring.row_count_ratio_bounds,
         monitoring.row_count_min_median,
     )
-    return {
-        key: DayCheck(
-            passed=not found,
-            metadata={
-                "rows": accepted_days.count(key),
-                "published_rows": published.get(key, 0),
-                "issues": MetadataValue.json(found),
-            },
-            description="; ".join(found) + (KEPT if key in published else NOT_WRITTEN) if found else None,
-        )
-        for key, found in issues.items()
-    }
+    judged = JudgedDays(check_key)
+    judged.add(
+        issues,
+        {key: {"rows": accepted_days.count(key), "published_rows": published.get(key, 0)} for key in issues},
+        published,
+    )
+    return judged
 
 
 def day_figures(accepted: pd.DataFrame, placed: pd.DataFrame, unknown_customer, keys: list[str]) -> dict[str, dict]:
@@ -156,9 +155,8 @@ def build_raw_transactions(settings: ProjectSettings) -> AssetsDefinition:
         day_keys = context.partition_keys
 
         # Each day's new version is judged before it is published: a failing day keeps the version it had.
-        quality = JudgedDays(
-            AssetCheckKey(context.asset_key, QUALITY_CHECK),
-            judge_new_versions(lake, accepted, accepted_days, first, day_keys, monitoring),
+        quality = judge_new_versions(
+            AssetCheckKey(context.asset_key, QUALITY_CHECK), lake, accepted, accepted_days, first, day_keys, monitoring
         )
         yield from quality.refuse_if_none_passed(context)
         withheld, published = quality.withheld, quality.published
