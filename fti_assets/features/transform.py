@@ -258,10 +258,13 @@ def compute_customer_features(
         with np.errstate(invalid="ignore", divide="ignore"):
             trend = np.where(before > 0, recent / np.where(before > 0, before, 1), 0.0)
         out[f"purchase_trend_{short}d_{suffix(long)}"] = np.round(trend, 4)
-    frame = pd.DataFrame(out)
-    integer = spec.integer_columns
-    frame[integer] = frame[integer].astype("int64")
-    return frame[["customer_id", "event_timestamp", "as_of_day", *spec.columns]]
+    integer = set(spec.integer_columns)
+    columns = ["customer_id", "event_timestamp", "as_of_day", *spec.columns]
+    # Each array becomes its own column as it is: consolidating 27 columns into blocks, then casting and
+    # reordering them, copied the table three times (a third of the step at 80,000 customers).
+    return pd.DataFrame(
+        {c: out[c].astype("int64", copy=False) if c in integer else out[c] for c in columns}, copy=False
+    )
 
 
 def active_population(transactions: pd.DataFrame, first: date, end: date, active_window_days: int) -> pd.DataFrame:
