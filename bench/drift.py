@@ -5,7 +5,8 @@
 Synthetic reference and current frames (N rows x C numeric columns, some NaN): every fourth column
 shifted by 0.5 std, every fourth (offset 1) scaled by 1.5, the rest unchanged. Times the preset with
 the pinned method and thresholds (the baseline), then our evaluation on all rows and the HTML report on
-a sample, and prints a table. Exits 1 if any per-column verdict or the dataset verdict differs.
+a sample, and prints a table. Exits 1 if any per-column verdict, the dataset verdict or a score (beyond
+1e-9 relative: rounding) differs.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def main() -> int:
             f"  {a.column}: ours {a.score:.6g} {'drift' if a.drifted else 'ok'}, "
             f"preset {b.score:.6g} {'drift' if b.drifted else 'ok'}{flag}"
         )
-    same = agree == len(columns) and ours.drifted == baseline.drifted
+    same = agree == len(columns) and ours.drifted == baseline.drifted and max_rel <= 1e-9
     return 0 if same else 1
 
 

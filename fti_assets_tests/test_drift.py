@@ -184,13 +184,15 @@ def test_wasserstein_by_merging_equals_scipys_with_ties_and_other_sizes(seed):
     from fti_assets.monitoring.drift import Distribution
 
     rng = np.random.default_rng(seed)
-    # Integers tie within and across the samples; floats do not; sizes differ by far.
+    # Integers tie within and across the samples; floats do not; sizes differ by far. A count column of the
+    # reference stays int64 while a day's values can be fractions (a scaled or averaged column).
     for reference, current in (
         (rng.integers(0, 9, 5_000), rng.integers(2, 12, 37)),
+        (rng.integers(0, 90, 4_000), rng.integers(0, 90, 900) * 1.5),
+        (rng.integers(0, 90, 4_000), rng.normal(45.0, 20.0, 900)),
         (rng.normal(0, 1, 3_000), rng.normal(0.3, 2, 1)),
         (rng.gamma(2.0, 3.0, 10), rng.gamma(2.0, 3.0, 20_000)),
     ):
-        reference, current = reference.astype(float), current.astype(float)
         expected = wasserstein_distance(reference, current)
         distance = Distribution.of_sorted(np.sort(reference)).wasserstein(np.sort(current))
         assert distance == pytest.approx(expected, rel=1e-12)

@@ -168,7 +168,8 @@ class Distribution:
         (O(distinct + m)) instead of sorting their union: the integral of |F_ref - F_cur| over the merged
         values. A value of ``current`` goes after an equal reference value, so the gap between them is zero."""
         at = np.searchsorted(self.values, current, side="right")
-        merged = np.insert(self.values, at, current)
+        # In float: inserted into an int64 count column, a day's fractional values would be truncated.
+        merged = np.insert(self.values.astype("float64", copy=False), at, current)
         reference_counts = np.insert(self.counts, at, 0)
         cdf_reference = np.cumsum(reference_counts)[:-1] / self.counts.sum()
         cdf_current = np.cumsum(reference_counts == 0)[:-1] / len(current)
