@@ -8,8 +8,9 @@ Data sets: the shipped Online Retail II sample (configs/online_retail.yaml) and 
 configs/simulated.yaml's settings with 2,000 and 10,000 customers (how a margin grows with the data: the
 Online Retail sample has 999 customers on its as-of day); only the settings differ, never the code. Each goes
 through the project's own pure functions: standardized transactions -> customer features (the columns of
-the feature service) -> churn labels -> the time split with the train stride -> the three candidate models
-with their asset configs' defaults, the champion being the best on validation PR-AUC (as candidate_model).
+the feature service) -> churn labels -> the time split (train days whose labels reach validation purged)
+with the train stride -> the three candidate models with their asset configs' defaults, the champion being
+the best on validation PR-AUC (as candidate_model).
 The point-in-time join is a plain join on (customer, day): a feature row's time is the label's time.
 
 Everyone is judged on the same rows: the customers of the population on the first day of the test split,
@@ -53,7 +54,7 @@ from fti_assets.ingestion.standardize import (  # noqa: E402
 )
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings, load_settings  # noqa: E402
 from fti_assets.training.assets.candidates import HgbConfig, MlpConfig, SklearnConfig  # noqa: E402
-from fti_assets.training.dataset import assign_split, split_by_time, stride_sample  # noqa: E402
+from fti_assets.training.dataset import assign_split, dataset_rows, split_by_time  # noqa: E402
 from fti_assets.training.labels import compute_churn_labels, label_days  # noqa: E402
 from fti_assets.training.models import train_hgb, train_mlp, train_sklearn_baseline  # noqa: E402
 
@@ -98,9 +99,10 @@ def prepare(settings: ProjectSettings) -> dict:
         transactions, first, labelled_end, settings.active_window_days, settings.label_horizon_days, tz
     )
     days = labels["as_of_day"].unique().tolist()
-    periods = split_by_time(days, settings.split.validation_days, settings.split.test_days)
+    split = settings.split
+    periods = split_by_time(days, split.validation_days, split.test_days, settings.label_horizon_days)
+    labels = labels[dataset_rows(labels, periods, split.train_stride_days)].copy()
     labels["split"] = assign_split(labels["as_of_day"], periods)
-    labels = labels[(labels["split"] != "train") | stride_sample(labels, settings.split.train_stride_days)]
     rows = {}
     for name, spec in FEATURE_SETS.items():
         # The whole log is in memory: every feature set reads all of it before each day (history_start).

@@ -108,8 +108,10 @@ def test_training_dataset_is_point_in_time_immutable_and_split_by_time(e2e):
     # Every validation and test label, and the train labels of the stride, each once.
     labels = pd.concat(pd.read_parquet(p) for p in sorted(settings.path("lake", "churn_labels").glob("*.parquet")))
     assert len(labels) == seen["churn_labels"]["dagster/row_count"]
-    labels["split"] = assign_split(labels["as_of_day"], split_by_time(labels["as_of_day"].tolist(), 10, 10))
-    expected_rows = labels[(labels["split"] != "train") | stride_sample(labels, settings.split.train_stride_days)]
+    periods = split_by_time(labels["as_of_day"].tolist(), 10, 10, settings.label_horizon_days)
+    labels["split"] = assign_split(labels["as_of_day"], periods)
+    sampled = stride_sample(labels, settings.split.train_stride_days)
+    expected_rows = labels[labels["split"].isin(["validation", "test"]) | ((labels["split"] == "train") & sampled)]
     key = ["customer_id", "as_of_day", "split", "churned"]
     pd.testing.assert_frame_equal(
         dataset[key].astype({"customer_id": str}).sort_values(key, ignore_index=True),
@@ -120,6 +122,11 @@ def test_training_dataset_is_point_in_time_immutable_and_split_by_time(e2e):
         dataset.groupby("split")["as_of_day"].agg(["min", "max"]).loc["test", "min"]
         > (dataset.groupby("split")["as_of_day"].max()["validation"])
     )
+    # No train label looks into the validation days: the last train day's window ends before them.
+    last_train = pd.Timestamp(dataset.loc[dataset["split"] == "train", "as_of_day"].max())
+    first_validation = pd.Timestamp(dataset.loc[dataset["split"] == "validation", "as_of_day"].min())
+    assert last_train + pd.Timedelta(days=settings.label_horizon_days) < first_validation
+    assert meta["periods"]["purged"].startswith((last_train + pd.Timedelta(days=1)).strftime("%Y-%m-%d"))
     # Features of a row come from its own day: spot-check against the offline table.
     row = dataset.iloc[len(dataset) // 2]
     day = pd.read_parquet(settings.path("lake", "customer_features", f"{row['as_of_day']}.parquet"))

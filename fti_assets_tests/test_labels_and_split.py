@@ -5,7 +5,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from fti_assets.training.dataset import assign_split, split_by_time
+from fti_assets.training.dataset import assign_split, dataset_rows, split_by_time
 from fti_assets.training.labels import compute_churn_labels, label_days
 
 
@@ -52,9 +52,29 @@ def test_split_takes_test_then_validation_from_the_end():
     assert split.value_counts().to_dict() == {"train": 22, "validation": 5, "test": 3}
 
 
+def test_split_purges_train_days_whose_labels_reach_validation():
+    days = [f"2026-01-{d:02d}" for d in range(1, 31)]
+    periods = split_by_time(days, validation_days=5, test_days=3, horizon_days=4)
+    # Validation starts on the 23rd: a label of the 18th looks at the 19th..22nd, one of the 19th reaches the 23rd.
+    assert periods.train == ("2026-01-01", "2026-01-18")
+    assert periods.purged == ("2026-01-19", "2026-01-22")
+    assert periods.validation == ("2026-01-23", "2026-01-27")
+    assert periods.as_metadata()["purged"] == "2026-01-19 .. 2026-01-22"
+    split = assign_split(pd.Series(days), periods)
+    assert split.value_counts().to_dict() == {"train": 18, "purged": 4, "validation": 5, "test": 3}
+    labels = pd.DataFrame({"customer_id": "c1", "as_of_day": days})
+    kept = labels[dataset_rows(labels, periods, stride_days=1)]
+    assert kept["as_of_day"].tolist() == days[:18] + days[22:]
+    # Without a horizon nothing is purged.
+    assert split_by_time(days, 5, 3).purged is None
+
+
 def test_split_refuses_too_few_days_with_a_clear_message():
     with pytest.raises(ValueError, match="cannot hold 5 validation"):
         split_by_time(["2026-01-01", "2026-01-02"], 5, 5)
+    days = [f"2026-01-{d:02d}" for d in range(1, 11)]
+    with pytest.raises(ValueError, match="no training day is left.*30-day label horizon"):
+        split_by_time(days, 3, 3, horizon_days=30)
 
 
 def test_stride_keeps_each_customer_every_n_days_and_every_day_a_share():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,21 @@ class SplitPeriods:
     train: tuple[str, str]
     validation: tuple[str, str]
     test: tuple[str, str]
+    # The as-of days between train and validation whose label windows reach the validation days: in no split.
+    purged: tuple[str, str] | None = None
 
     def as_metadata(self) -> dict[str, str]:
-        return {name: f"{first} .. {last}" for name, (first, last) in self.__dict__.items()}
+        return {name: f"{period[0]} .. {period[1]}" for name, period in self.__dict__.items() if period}
 
 
-def split_by_time(days: list[str], validation_days: int, test_days: int) -> SplitPeriods:
-    """The last ``test_days`` days test, the ``validation_days`` before them validation, the rest train."""
+def split_by_time(days: list[str], validation_days: int, test_days: int, horizon_days: int = 0) -> SplitPeriods:
+    """The last ``test_days`` days test, the ``validation_days`` before them validation, and train the days
+    whose labels are settled before validation begins.
+
+    A label looks ``horizon_days`` past its day: a train day whose window reaches the first validation day
+    would carry the very purchases the validation and test days are judged on, and a model could learn them
+    (on the Online Retail sample the champion picked that way lost to BG/NBD, and won without those days).
+    Those days are purged, as in purged cross-validation: in no split."""
     days = sorted(set(days))
     if len(days) < validation_days + test_days + 1:
         raise ValueError(
@@ -35,15 +44,37 @@ def split_by_time(days: list[str], validation_days: int, test_days: int) -> Spli
             "and a training period: label more days or shorten split.validation_days / split.test_days"
         )
     test, validation = days[-test_days:], days[-(test_days + validation_days) : -test_days]
-    train = days[: -(test_days + validation_days)]
-    return SplitPeriods((train[0], train[-1]), (validation[0], validation[-1]), (test[0], test[-1]))
+    earlier = days[: -(test_days + validation_days)]
+    last_train = (date.fromisoformat(validation[0]) - timedelta(days=horizon_days + 1)).isoformat()
+    train, purged = [d for d in earlier if d <= last_train], [d for d in earlier if d > last_train]
+    if not train:
+        raise ValueError(
+            f"no training day is left: the {len(earlier)} days before validation ({validation[0]}) are within the "
+            f"{horizon_days}-day label horizon of it; label more days or shorten split.validation_days / "
+            "split.test_days"
+        )
+    return SplitPeriods(
+        (train[0], train[-1]),
+        (validation[0], validation[-1]),
+        (test[0], test[-1]),
+        (purged[0], purged[-1]) if purged else None,
+    )
 
 
 def assign_split(as_of_day: pd.Series, periods: SplitPeriods) -> pd.Series:
     split = pd.Series("train", index=as_of_day.index, dtype="string")
+    if periods.purged:
+        split[as_of_day >= periods.purged[0]] = "purged"
     split[as_of_day >= periods.validation[0]] = "validation"
     split[as_of_day >= periods.test[0]] = "test"
     return split
+
+
+def dataset_rows(labels: pd.DataFrame, periods: SplitPeriods, stride_days: int) -> pd.Series:
+    """True for the label rows a training dataset holds: every validation and test row, each customer's train
+    row every ``stride_days`` days (``stride_sample``), no purged row."""
+    split = assign_split(labels["as_of_day"], periods)
+    return split.isin(["validation", "test"]) | ((split == "train") & stride_sample(labels, stride_days))
 
 
 def stride_sample(frame: pd.DataFrame, stride_days: int) -> pd.Series:

@@ -16,7 +16,7 @@ from fti_assets.resources.feast import FeastResource
 from fti_assets.resources.lake import LakeResource
 from fti_assets.settings import ProjectSettings
 from fti_assets.training.assets.common import LABELS, OWNERS
-from fti_assets.training.dataset import VersionedParquetWriter, assign_split, split_by_time, stride_sample
+from fti_assets.training.dataset import VersionedParquetWriter, assign_split, dataset_rows, split_by_time
 
 
 def build_training_dataset(settings: ProjectSettings) -> AssetsDefinition:
@@ -26,12 +26,14 @@ def build_training_dataset(settings: ProjectSettings) -> AssetsDefinition:
         deps=[AssetDep(LABELS), AssetDep("customer_features"), "feature_definitions"],
         kinds={"feast", "parquet"},
         owners=OWNERS,
-        code_version="2",
+        code_version="3",
         description=(
             f"Labels joined point-in-time to the features of the `{settings.feature_service}` FeatureService "
             "(Feast's get_historical_features semantics, as one DuckDB ASOF join), split by time into train / "
             f"validation / test; the train split keeps one example per customer every "
-            f"{settings.split.train_stride_days} days. Written once per content hash under datasets/training/ "
+            f"{settings.split.train_stride_days} days, and none of the last {settings.label_horizon_days} days "
+            "before validation, whose labels look into it (purged). Written once per content hash under "
+            "datasets/training/ "
             "and never overwritten."
         ),
     )
@@ -40,11 +42,13 @@ def build_training_dataset(settings: ProjectSettings) -> AssetsDefinition:
         if labels.empty:
             raise ValueError("no labelled day yet: materialize churn_labels for days whose horizon is complete")
         periods = split_by_time(
-            labels["as_of_day"].unique().tolist(), settings.split.validation_days, settings.split.test_days
+            labels["as_of_day"].unique().tolist(),
+            settings.split.validation_days,
+            settings.split.test_days,
+            settings.label_horizon_days,
         )
-        split = assign_split(labels["as_of_day"], periods)
         stride = settings.split.train_stride_days
-        labels = labels[(split != "train") | stride_sample(labels, stride)]
+        labels = labels[dataset_rows(labels, periods, stride)]
         entity_df = labels[["customer_id", "event_timestamp", "as_of_day", "churned"]]
         label_days = DaySlices.of(entity_df, "as_of_day")
         feature_columns = feast.feature_columns(settings.feature_service)
@@ -77,7 +81,7 @@ def build_training_dataset(settings: ProjectSettings) -> AssetsDefinition:
             raise
         context.log.info(
             f"training dataset {version}: {writer.rows} rows {split_rows} (train: one example per customer "
-            f"every {stride} days)"
+            f"every {stride} days; purged: {periods.purged or 'none'})"
         )
         value = {
             "version": version,
