@@ -64,3 +64,38 @@ def test_a_password_in_the_uri_stays_out_of_the_error():
         registry.champion()
     assert f"http://ops:***@127.0.0.1:{port}" in str(raised.value) and "Connection refused" in str(raised.value)
     assert raised.value.__cause__ is None and "s3cret" not in str(raised.value)
+
+
+def test_an_mlflow_run_left_open_in_another_store_does_not_fail_the_next_run(tmp_path):
+    """A failed training step leaves its MLflow run open in the process; the next Dagster run of that process,
+    tracking into another store (the tests, a demo after another), must start, and the old run be ended."""
+    import mlflow
+    from dagster import job, op
+    from mlflow.tracking import MlflowClient
+
+    from fti_assets.resources.mlflow import ensure_sqlite_folder, mlflow_tracking
+
+    first, second = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("first", "second"))
+    ensure_sqlite_folder(first)
+    mlflow.set_tracking_uri(first)
+    left_open = mlflow.start_run(tags={"dagster_run_id": "an-earlier-dagster-run"}).info.run_id
+    tracking = mlflow_tracking.configured(
+        {"experiment_name": "churn", "mlflow_tracking_uri": second, "artifact_location": str(tmp_path / "artifacts")}
+    )
+
+    @op(required_resource_keys={"mlflow"})
+    def log_a_metric(context):
+        context.resources.mlflow.log_metric("rows", 1)
+
+    @job(resource_defs={"mlflow": tracking})
+    def training():
+        log_a_metric()
+
+    try:
+        assert training.execute_in_process().success
+        assert MlflowClient(first).get_run(left_open).info.status == "FINISHED"
+        runs = MlflowClient(second).search_runs([MlflowClient(second).get_experiment_by_name("churn").experiment_id])
+        assert [run.data.metrics for run in runs] == [{"rows": 1.0}]
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()

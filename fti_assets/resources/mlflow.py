@@ -39,6 +39,12 @@ def mlflow_tracking(context: InitResourceContext) -> MlFlow:
     import mlflow
 
     config = context.resource_config
+    active = mlflow.active_run()
+    if active is not None and active.data.tags.get("dagster_run_id") != context.run_id:
+        # A run of an earlier Dagster run in this process (tests, the demo), left open when it failed, must not
+        # swallow this one. Ended before switching stores: it lives in the earlier run's store, and ending it in
+        # this one fails ("Run ... not found"), which failed every later run of the process.
+        mlflow.end_run()
     ensure_sqlite_folder(config["mlflow_tracking_uri"])
     mlflow.set_tracking_uri(config["mlflow_tracking_uri"])
     if mlflow.get_experiment_by_name(config["experiment_name"]) is None:
@@ -46,10 +52,6 @@ def mlflow_tracking(context: InitResourceContext) -> MlFlow:
         if "://" not in config["artifact_location"] and not config["artifact_location"].startswith("mlflow-artifacts:"):
             Path(config["artifact_location"]).mkdir(parents=True, exist_ok=True)
         mlflow.create_experiment(config["experiment_name"], artifact_location=config["artifact_location"])
-    active = mlflow.active_run()
-    if active is not None and active.data.tags.get("dagster_run_id") != context.run_id:
-        # A run of an earlier Dagster run in this process (tests, the demo) must not swallow this one.
-        mlflow.end_run()
     return MlFlow(context)
 
 
