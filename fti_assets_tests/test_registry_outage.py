@@ -78,7 +78,8 @@ def test_an_mlflow_run_left_open_in_another_store_does_not_fail_the_next_run(tmp
     first, second = (f"sqlite:///{tmp_path / name / 'mlflow.db'}" for name in ("first", "second"))
     ensure_sqlite_folder(first)
     mlflow.set_tracking_uri(first)
-    left_open = mlflow.start_run(tags={"dagster_run_id": "an-earlier-dagster-run"}).info.run_id
+    earlier = MlflowClient(first).create_experiment("earlier", artifact_location=str(tmp_path / "first"))
+    left_open = mlflow.start_run(experiment_id=earlier, tags={"dagster_run_id": "an-earlier-dagster-run"}).info.run_id
     tracking = mlflow_tracking.configured(
         {"experiment_name": "churn", "mlflow_tracking_uri": second, "artifact_location": str(tmp_path / "artifacts")}
     )

@@ -89,10 +89,17 @@ def test_the_lineage_graph_shows_every_asset(ui):
     page.get_by_text("Global asset lineage").click()
     page.keyboard.press("Alt+e")  # the graph's "Expand all groups"
     page.get_by_text("raw_transactions", exact=True).first.wait_for()
-    labels = {line.strip() for line in page.locator("body").inner_text().splitlines()}
-    page.screenshot(path=str(Path(settings.data_dir) / "ui-lineage.png"))
     names = sorted(key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys())
-    assert [name for name in names if not shown(name, labels)] == []
+    # The groups expand one after another: the first node on the page is not the last.
+    deadline = time.monotonic() + 20
+    while True:
+        labels = {line.strip() for line in page.locator("body").inner_text().splitlines()}
+        missing = [name for name in names if not shown(name, labels)]
+        if not missing or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(250)
+    page.screenshot(path=str(Path(settings.data_dir) / "ui-lineage.png"))
+    assert missing == []
 
 
 def test_a_days_partition_page_shows_that_days_own_row_count(ui):
