@@ -1,12 +1,15 @@
 """The project's churn models against the classical customer-lifetime model (BG/NBD) and recency alone.
 
-    python bench/model_quality.py [--seeds 3] [--sim-customers 2000 10000] [--only online_retail|simulated]
+    python bench/model_quality.py [--seeds 3] [--sim-customers 2000 10000] [--sim-days 365]
+                                  [--only online_retail|simulated]
 
 Needs the bench extra (`pip install -e '.[bench]'`: the `lifetimes` package for BG/NBD).
 
 Data sets: the shipped Online Retail II sample (configs/online_retail.yaml) and the simulator at
 configs/simulated.yaml's settings with 2,000 and 10,000 customers (how a margin grows with the data: the
-Online Retail sample has 999 customers on its as-of day); only the settings differ, never the code. Each goes
+Online Retail sample has 999 customers on its as-of day) over a year of days (`--sim-days`; the demo's 180
+days leave 80 days of settled train labels before a test day 130 days in); only the settings differ, never
+the code. Each goes
 through the project's own pure functions: standardized transactions -> customer features (the columns of
 the feature service) -> churn labels -> the time split (train days whose labels reach validation purged)
 with the train stride -> the three candidate models with their asset configs' defaults, the champion being
@@ -20,7 +23,11 @@ with their labels (no purchase in the horizon after that day).
   recency = first to last purchase day, T = first purchase day to the as-of day, in days). Two scores:
   P(no purchase in the horizon) = 1 - P(alive) + P(alive) ((alpha+T)/(alpha+T+h))^(r+x), which is the
   label's own event, and minus the expected purchases in the horizon (ranked as the issue measured it);
-- recency: days since the last purchase, alone.
+- recency: days since the last purchase, alone;
+- on the simulator, the ceiling: the Bayes posterior of the label under the simulator's own process, given
+  what the models see of a customer (the purchase log and the signup day; the segment is averaged over, as
+  the models do not have it). No model of those inputs beats it on average: the gap from a champion to it is
+  what is left to learn, the gap from BG/NBD to it what BG/NBD's assumptions cost.
 ROC-AUC and PR-AUC (churn = positive) over model seeds (and, for the simulator, data seeds): mean, standard
 deviation, min and max. "champion - best baseline" is per run, paired on the same rows; its bootstrap
 standard error (customers resampled) says how much of it one day's sample of customers could explain.
@@ -34,6 +41,7 @@ import sys
 import tempfile
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +67,7 @@ from fti_assets.training.labels import compute_churn_labels, label_days  # noqa:
 from fti_assets.training.models import train_hgb, train_mlp, train_sklearn_baseline  # noqa: E402
 
 BOOTSTRAP = 200
+CEILING = "ceiling: Bayes posterior of the simulator's process"
 # The feature services of the embedded settings: customer_churn_v1, and v2 (whole history, purchase days,
 # largest purchase, gaps, trend).
 FEATURE_SETS = {
@@ -113,7 +122,7 @@ def prepare(settings: ProjectSettings) -> dict:
         joined[spec.columns] = joined[spec.columns].astype("float64").fillna(0.0)
         rows[name] = joined
     as_of = periods.test[0]
-    return {"rows": rows, "as_of": as_of, "transactions": transactions, "periods": periods}
+    return {"rows": rows, "as_of": as_of, "transactions": transactions, "customers": customers, "periods": periods}
 
 
 def evaluation_rows(data: dict, feature_set: str) -> pd.DataFrame:
@@ -187,6 +196,77 @@ def bgnbd_scores(transactions: pd.DataFrame, as_of: str, customers: pd.Series, h
     }
 
 
+def simulator_posterior(data: dict, settings: ProjectSettings, ids: pd.Series) -> np.ndarray:
+    """P(no purchase in the horizon after ``data['as_of']``) for each customer of ``ids``, under the process
+    that `fti_assets.simulate.generator` draws from, given the customer's transactions up to that day and
+    signup day.
+
+    The simulator draws a segment, then a purchase rate (gamma per segment) and a daily churn hazard that
+    falls with the rate; from max(signup, start) the customer buys Poisson(rate x weekday weight) a day
+    until the churn day, then never again. The posterior sums over the segment, a grid of rates and every
+    churn day the log allows (after the last purchase, up to the as-of day, or later: still active)."""
+    from scipy import stats
+
+    from fti_assets.simulate import generator
+
+    simulator = settings.simulator
+    if simulator.drift is not None:
+        raise ValueError("the posterior follows the simulator without drift")
+    start, horizon = pd.Timestamp(simulator.start), settings.label_horizon_days
+    as_of = (pd.Timestamp(data["as_of"]) - start).days
+    weights = generator.WEEKLY_PATTERN[(start.weekday() + np.arange(as_of + horizon + 1)) % 7]
+    before = np.concatenate([[0.0], np.cumsum(weights)])  # before[t]: expected purchases of days < t at rate 1
+    transactions = data["transactions"]
+    logged = transactions[transactions["day"] <= data["as_of"]]
+    per_customer = (
+        pd.DataFrame({"id": logged["customer_id"].astype(str), "day": (pd.to_datetime(logged["day"]) - start).dt.days})
+        .groupby("id")["day"]
+        .agg(["count", "max"])
+        .reindex(ids.astype(str))
+    )
+    signup = data["customers"].assign(customer_id=data["customers"]["customer_id"].astype(str))
+    signup = pd.to_datetime(signup.set_index("customer_id")["signup_date"].reindex(ids.astype(str)))
+    exposed_from = np.maximum((signup.dt.tz_localize(None) - start).dt.days.to_numpy(), 0)
+    rate = np.geomspace(1e-4, 5.0, 400)  # the latent rate the segment draws; purchases come at `buying`
+    buying = rate * simulator.purchase_rate_multiplier
+    segments = []
+    for s, share in enumerate(generator.SEGMENT_WEIGHTS):
+        mean, shape = generator.RATE_MEAN[s], generator.RATE_SHAPE[s]
+        prior = share * stats.gamma.pdf(rate, shape, scale=mean / shape) * rate  # per log-rate step
+        hazard = generator.BASE_HAZARD[s] * np.clip(np.sqrt(mean / rate), 0.25, 4.0)
+        # P(no purchase in the horizon | active on the as-of day): churn on day as_of+k, none before it.
+        k = np.arange(1, horizon + 1)
+        survive = np.exp(-hazard[None, :] * (k - 1)[:, None]) * -np.expm1(-hazard)[None, :]
+        none = (survive * np.exp(-buying[None, :] * (before[as_of + k] - before[as_of + 1])[:, None])).sum(0)
+        none += np.exp(-hazard * horizon - buying * (before[as_of + horizon + 1] - before[as_of + 1]))
+        segments.append((prior, hazard, none))
+    scores = np.empty(len(ids))
+    logs = zip(per_customer["count"], per_customer["max"], exposed_from, strict=True)
+    for i, (count, last, first) in enumerate(logs):
+        churn_days = np.arange(max(int(last) + 1, first), as_of + 1)
+        exposure, days_active = before[as_of + 1] - before[first], as_of - first + 1
+        terms = []
+        for prior, hazard, none in segments:
+            # log P(log | rate, churn day) up to a constant, for churn on each possible day, and for still active
+            churned = (
+                count * np.log(buying)[None, :]
+                - buying[None, :] * (before[churn_days] - before[first])[:, None]
+                - hazard[None, :] * (churn_days - first)[:, None]
+                + np.log(-np.expm1(-hazard))[None, :]
+            )
+            active = count * np.log(buying) - buying * exposure - hazard * days_active
+            terms.append((prior, churned, active, none))
+        top = max(max(t[1].max(initial=-np.inf), t[2].max()) for t in terms)
+        gone = alive = alive_none = 0.0
+        for prior, churned, active, none in terms:
+            gone += (np.exp(churned - top).sum(0) * prior).sum()
+            weight = np.exp(active - top) * prior
+            alive += weight.sum()
+            alive_none += (weight * none).sum()
+        scores[i] = (gone + alive_none) / (gone + alive)
+    return scores
+
+
 def auc_pair(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -223,6 +303,8 @@ def evaluate(data: dict, settings: ProjectSettings, seed: int, out_dir: Path) ->
         bgnbd_scores(data["transactions"], data["as_of"], evaluation["customer_id"], settings.label_horizon_days)
     )
     scores["recency (days since last purchase)"] = evaluation["days_since_last_purchase"].to_numpy()
+    if settings.simulator is not None:
+        scores[CEILING] = simulator_posterior(data, settings, evaluation["customer_id"])
     results = []
     for name, score in scores.items():
         roc_auc, pr_auc = auc_pair(y, score)
@@ -282,18 +364,21 @@ def run_online_retail(seeds: list[int], work: Path) -> str:
     return table("Online Retail II sample", settings, data, runs, time.perf_counter() - started)
 
 
-def run_simulated(seeds: list[int], customers: int, work: Path) -> str:
+def run_simulated(seeds: list[int], customers: int, days: int, work: Path) -> str:
     started = time.perf_counter()
     runs, data, settings = [], None, None
     for data_seed in seeds:
+        settings = load_settings(PROJECT_ROOT / "configs" / "simulated.yaml")
+        start = settings.simulator.start
         settings = load_settings(
             PROJECT_ROOT / "configs" / "simulated.yaml",
             data_dir=str(work / f"simulated-{data_seed}"),
-            simulator={"n_customers": customers, "days": 180, "start": "2026-01-01", "seed": data_seed},
+            simulator={**settings.simulator.model_dump(), "n_customers": customers, "days": days, "seed": data_seed},
+            end_date=start + timedelta(days=days - 1),
         )
         data = prepare(settings)
         runs += [evaluate(data, settings, seed, work / f"simulated-{data_seed}-{seed}") for seed in seeds]
-    name = f"Simulator ({customers} customers x 180 days, data seeds {seeds} x model seeds {seeds})"
+    name = f"Simulator ({customers} customers x {days} days, data seeds {seeds} x model seeds {seeds})"
     return table(name, settings, data, runs, time.perf_counter() - started)
 
 
@@ -301,6 +386,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3, help="model seeds (and simulator data seeds)")
     parser.add_argument("--sim-customers", type=int, nargs="+", default=[2000, 10000])
+    parser.add_argument("--sim-days", type=int, nargs="+", default=[365], help="days of simulated purchase log")
     parser.add_argument("--only", choices=["online_retail", "simulated"])
     args = parser.parse_args()
     try:
@@ -314,8 +400,9 @@ def main() -> int:
         if args.only != "simulated":
             print(run_online_retail(seeds, work), flush=True)
         if args.only != "online_retail":
-            for customers in args.sim_customers:
-                print(run_simulated(seeds, customers, work), flush=True)
+            for days in args.sim_days:
+                for customers in args.sim_customers:
+                    print(run_simulated(seeds, customers, days, work), flush=True)
     return 0
 
 
