@@ -367,14 +367,13 @@ def run_online_retail(seeds: list[int], work: Path) -> str:
 def run_simulated(seeds: list[int], customers: int, days: int, work: Path) -> str:
     started = time.perf_counter()
     runs, data, settings = [], None, None
+    simulator = load_settings(PROJECT_ROOT / "configs" / "simulated.yaml").simulator
     for data_seed in seeds:
-        settings = load_settings(PROJECT_ROOT / "configs" / "simulated.yaml")
-        start = settings.simulator.start
         settings = load_settings(
             PROJECT_ROOT / "configs" / "simulated.yaml",
             data_dir=str(work / f"simulated-{data_seed}"),
-            simulator={**settings.simulator.model_dump(), "n_customers": customers, "days": days, "seed": data_seed},
-            end_date=start + timedelta(days=days - 1),
+            simulator={**simulator.model_dump(), "n_customers": customers, "days": days, "seed": data_seed},
+            end_date=simulator.start + timedelta(days=days - 1),
         )
         data = prepare(settings)
         runs += [evaluate(data, settings, seed, work / f"simulated-{data_seed}-{seed}") for seed in seeds]
