@@ -203,6 +203,10 @@ class GateSettings(_Strict):
 
     min_pr_auc_gain: float = Field(default=0.0, description="Candidate PR-AUC minus champion's, same test rows.")
     max_roc_auc_drop: float = Field(default=0.02, ge=0)
+    min_gain_over_recency: float = Field(
+        default=0.0,
+        description="Candidate ROC-AUC and PR-AUC minus those of days since the last purchase alone, same test rows.",
+    )
     max_brier: float = Field(default=0.25, gt=0)
     fairness_group: str = Field(
         default="country", description="Customer attribute whose groups must be treated alike (not a business segment)."

@@ -9,6 +9,7 @@ import pytest
 from fti_assets.settings import GateSettings
 from fti_assets.training.evaluation import (
     beats_champion_gate,
+    beats_recency_gate,
     calibration_gate,
     evaluate_gates,
     fairness_gate,
@@ -236,12 +237,35 @@ def test_fairness_gate_compares_recall_and_positive_rate_across_groups_with_enou
     assert fairness_gate(y, only_tiny_differs, groups, GATES).passed
 
 
+def test_a_candidate_must_beat_recency_alone_on_both_metrics():
+    rng = np.random.default_rng(0)
+    days = rng.integers(0, 90, 2000).astype("float64")
+    # Churners are the long-silent, with noise: recency alone ranks them well.
+    y = (days + rng.normal(0, 25, 2000) > 60).astype(int)
+    below = 1 / (1 + np.exp(-(days - 60) / 10)) + rng.normal(0, 0.3, 2000)  # recency, blurred
+    gate = beats_recency_gate(y, below, days, GATES)
+    assert not gate.passed and "vs recency alone" in gate.reason
+    assert gate.values["recency_roc_auc"] > gate.values["candidate_roc_auc"]
+    knows_more = 1 / (1 + np.exp(-(days - 60 + (y - 0.5) * 40) / 10))  # recency plus what it cannot see
+    assert beats_recency_gate(y, knows_more, days, GATES).passed
+    strict = GATES.model_copy(update={"min_gain_over_recency": 0.5})
+    assert not beats_recency_gate(y, knows_more, days, strict).passed
+    # The bar is a gain of at least min_gain_over_recency: at the default 0 a tie passes, above it fails.
+    assert beats_recency_gate(y, days, days, GATES).passed
+    assert not beats_recency_gate(y, days, days, GATES.model_copy(update={"min_gain_over_recency": 1e-9})).passed
+    unmeasured = beats_recency_gate(y, below, None, GATES)
+    assert unmeasured.passed and "not measured" in unmeasured.reason
+
+
 def test_gate_report_names_every_failed_gate():
     y = np.array([0, 1] * 150)
-    report = evaluate_gates(y, np.full(300, 0.5), 0.5, None, pd.Series(["a"] * 300), GATES)
+    report = evaluate_gates(
+        y, np.full(300, 0.5), 0.5, None, pd.Series(["a"] * 300), GATES, days_since_last_purchase=y * 10.0
+    )
     assert not report.passed
     assert report.reason.startswith("beats_champion:")
-    assert set(report.to_dict()["gates"]) == {"beats_champion", "calibration", "fairness"}
+    assert "beats_recency:" in report.reason
+    assert set(report.to_dict()["gates"]) == {"beats_champion", "beats_recency", "calibration", "fairness"}
 
 
 def test_the_scorer_scores_a_matrix_exactly_as_the_fitted_pipeline(tmp_path):

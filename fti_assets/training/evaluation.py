@@ -1,5 +1,5 @@
-"""Promotion gates (quality against the champion on the same test rows, calibration, fairness) and what a
-model's scores depend on (permutation importance)."""
+"""Promotion gates (quality against the champion and against recency alone on the same test rows, calibration,
+fairness) and what a model's scores depend on (permutation importance)."""
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fti_assets.settings import GateSettings
-from fti_assets.training.models import classification_metrics
+from fti_assets.training.models import classification_metrics, ranking_metrics
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,32 @@ def beats_champion_gate(y: np.ndarray, candidate: np.ndarray, champion: np.ndarr
     return Gate("beats_champion", passed, reason, values)
 
 
+def beats_recency_gate(
+    y: np.ndarray, candidate: np.ndarray, days_since_last_purchase: np.ndarray | None, gates: GateSettings
+) -> Gate:
+    """ROC-AUC and PR-AUC above those of days since the last purchase alone, on the same test rows, by at least
+    ``gates.min_gain_over_recency``. That one column is what a churn model most often relearns, and needs no
+    model at all: a candidate that cannot beat it is not worth serving, first model or not. Passes, saying so,
+    when the feature service has no such column."""
+    if days_since_last_purchase is None:
+        return Gate("beats_recency", True, "not measured: the features have no days_since_last_purchase", {})
+    cand, recency = ranking_metrics(y, candidate), ranking_metrics(y, days_since_last_purchase)
+    pr_gain, roc_gain = cand["pr_auc"] - recency["pr_auc"], cand["roc_auc"] - recency["roc_auc"]
+    bar = gates.min_gain_over_recency
+    passed = pr_gain >= bar and roc_gain >= bar
+    reason = (
+        f"PR-AUC {cand['pr_auc']:.3f} vs recency alone {recency['pr_auc']:.3f} (gain {pr_gain:+.3f}), ROC-AUC "
+        f"{cand['roc_auc']:.3f} vs {recency['roc_auc']:.3f} (gain {roc_gain:+.3f}); each needs >= {bar:+.3f}"
+    )
+    values = {
+        "candidate_pr_auc": cand["pr_auc"],
+        "recency_pr_auc": recency["pr_auc"],
+        "candidate_roc_auc": cand["roc_auc"],
+        "recency_roc_auc": recency["roc_auc"],
+    }
+    return Gate("beats_recency", passed, reason, values)
+
+
 def calibration_gate(y: np.ndarray, candidate: np.ndarray, gates: GateSettings) -> Gate:
     brier = float(np.mean((candidate - y) ** 2))
     return Gate(
@@ -101,10 +127,13 @@ def evaluate_gates(
     champion: np.ndarray | None,
     groups: pd.Series,
     gates: GateSettings,
+    *,
+    days_since_last_purchase: np.ndarray | None,
 ) -> GateReport:
     return GateReport(
         [
             beats_champion_gate(y, candidate, champion, gates),
+            beats_recency_gate(y, candidate, days_since_last_purchase, gates),
             calibration_gate(y, candidate, gates),
             fairness_gate(y, (candidate >= threshold).astype(int), groups, gates),
         ]

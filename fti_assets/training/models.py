@@ -32,20 +32,24 @@ class TrainedModel:
         return {"model_json": str(self.spec_path), "weights": str(self.weights_path)}
 
 
-def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import (
-        average_precision_score,
-        brier_score_loss,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
+def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """PR-AUC and ROC-AUC of any score that ranks churners higher (a probability or a day count); NaN when
+    ``y`` holds one class."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
-    predicted = (scores >= threshold).astype(int)
     both_classes = len(np.unique(y)) == 2
     return {
         "pr_auc": float(average_precision_score(y, scores)) if both_classes else float("nan"),
         "roc_auc": float(roc_auc_score(y, scores)) if both_classes else float("nan"),
+    }
+
+
+def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    from sklearn.metrics import brier_score_loss, precision_score, recall_score
+
+    predicted = (scores >= threshold).astype(int)
+    return {
+        **ranking_metrics(y, scores),
         "brier": float(brier_score_loss(y, scores)),
         "precision": float(precision_score(y, predicted, zero_division=0)),
         "recall": float(recall_score(y, predicted, zero_division=0)),

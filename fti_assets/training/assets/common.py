@@ -10,7 +10,7 @@ from fti_assets.settings import PROJECT_ROOT
 
 OWNERS = ["team:ml"]
 LABELS = "churn_labels"
-MODEL_CODE_VERSION = "3"
+MODEL_CODE_VERSION = "4"
 # Where the PyTorch step runs when the steps are spread out (deploy/, fti_assets/scaleout.py); inert in process.
 # k8s_job_executor: a GPU limit, on a GPU node (node selector + the usual GPU-node taint tolerated).
 # celery_executor: the `gpu` queue, which only the GPU workers serve (scripts/workers.sh).

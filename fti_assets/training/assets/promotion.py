@@ -26,6 +26,7 @@ from fti_assets.training.evaluation import evaluate_gates
 
 GATE_CHECKS = {
     "beats_champion": "PR-AUC beats the champion's on the same test rows by the margin; ROC-AUC within tolerance.",
+    "beats_recency": "ROC-AUC and PR-AUC beat days since the last purchase alone on the same test rows.",
     "calibration": "Brier score of the candidate on its test period within the bound.",
     "fairness": "Recall and positive-prediction-rate gaps between customer groups within the bounds.",
 }
@@ -123,6 +124,9 @@ def build_candidate_model(settings: ProjectSettings) -> AssetsDefinition:
             champion_scores,
             groups,
             settings.gates,
+            days_since_last_purchase=(
+                test["days_since_last_purchase"].to_numpy("float64") if "days_since_last_purchase" in test else None
+            ),
         ).to_dict()
         tags = {
             "feature_service": training_dataset["feature_service"],
