@@ -54,6 +54,19 @@ def test_a_worse_candidate_is_not_promoted_and_the_check_says_why(world):
     assert newest.tags["gates"].startswith("failed: beats_champion")
 
 
+def test_a_candidate_that_does_not_beat_recency_alone_is_not_promoted(world):
+    settings, instance = world
+    defs, result = retrain(settings, instance, min_gain_over_recency=0.5)
+    assert not result.success
+    assert str(defs.resources["registry"].champion().version) == "1"
+    passed, metadata = latest_check(instance, "beats_recency")
+    assert not passed and "vs recency alone" in metadata["reason"] and "needs >= +0.500" in metadata["reason"]
+    # The numbers behind the verdict, each also plotted on its own in the UI.
+    values = json.loads(metadata["values"]) if isinstance(metadata["values"], str) else metadata["values"]
+    assert metadata["recency_pr_auc"] == values["recency_pr_auc"] and 0 < values["recency_pr_auc"] < 1
+    assert metadata["candidate_roc_auc"] - metadata["recency_roc_auc"] < 0.5
+
+
 def test_an_unfair_candidate_is_not_promoted(world):
     settings, instance = world
     defs, result = retrain(settings, instance, max_recall_gap=0.0, max_positive_rate_gap=0.0, min_group_rows=20)

@@ -171,7 +171,16 @@ def build_candidate_model(settings: ProjectSettings) -> AssetsDefinition:
             yield AssetCheckResult(
                 check_name=name,
                 passed=gate["passed"],
-                metadata={"reason": gate["reason"], "values": MetadataValue.json(gate["values"])},
+                metadata={
+                    "reason": gate["reason"],
+                    "values": MetadataValue.json(gate["values"]),
+                    # Each number also on its own, so the UI plots it across model versions.
+                    **{
+                        name: float(value)
+                        for name, value in gate["values"].items()
+                        if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+                    },
+                },
             )
 
     return candidate_model
