@@ -54,13 +54,7 @@ def beats_champion_gate(y: np.ndarray, candidate: np.ndarray, champion: np.ndarr
         f"PR-AUC {cand['pr_auc']:.3f} vs champion {champ['pr_auc']:.3f} (gain {gain:+.3f}, needs "
         f">= {gates.min_pr_auc_gain:+.3f}); ROC-AUC drop {drop:+.3f} (allowed {gates.max_roc_auc_drop:.3f})"
     )
-    values = {
-        "candidate_pr_auc": cand["pr_auc"],
-        "champion_pr_auc": champ["pr_auc"],
-        "candidate_roc_auc": cand["roc_auc"],
-        "champion_roc_auc": champ["roc_auc"],
-    }
-    return Gate("beats_champion", passed, reason, values)
+    return Gate("beats_champion", passed, reason, paired_aucs(cand, champ, "champion"))
 
 
 def beats_recency_gate(
@@ -80,13 +74,17 @@ def beats_recency_gate(
         f"PR-AUC {cand['pr_auc']:.3f} vs recency alone {recency['pr_auc']:.3f} (gain {pr_gain:+.3f}), ROC-AUC "
         f"{cand['roc_auc']:.3f} vs {recency['roc_auc']:.3f} (gain {roc_gain:+.3f}); each needs >= {bar:+.3f}"
     )
-    values = {
-        "candidate_pr_auc": cand["pr_auc"],
-        "recency_pr_auc": recency["pr_auc"],
-        "candidate_roc_auc": cand["roc_auc"],
-        "recency_roc_auc": recency["roc_auc"],
+    return Gate("beats_recency", passed, reason, paired_aucs(cand, recency, "recency"))
+
+
+def paired_aucs(candidate: dict, other: dict, other_name: str) -> dict[str, float]:
+    """The two AUCs of the candidate and of what it is compared with, as a gate's values."""
+    return {
+        "candidate_pr_auc": candidate["pr_auc"],
+        f"{other_name}_pr_auc": other["pr_auc"],
+        "candidate_roc_auc": candidate["roc_auc"],
+        f"{other_name}_roc_auc": other["roc_auc"],
     }
-    return Gate("beats_recency", passed, reason, values)
 
 
 def calibration_gate(y: np.ndarray, candidate: np.ndarray, gates: GateSettings) -> Gate:
