@@ -176,8 +176,8 @@ def build_candidate_model(settings: ProjectSettings) -> AssetsDefinition:
                     "values": MetadataValue.json(gate["values"]),
                     # Each number also on its own, so the UI plots it across model versions.
                     **{
-                        name: float(value)
-                        for name, value in gate["values"].items()
+                        key: float(value)
+                        for key, value in gate["values"].items()
                         if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
                     },
                 },
