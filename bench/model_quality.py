@@ -18,7 +18,8 @@ The point-in-time join is a plain join on (customer, day): a feature row's time 
 
 Everyone is judged on the same rows: the customers of the population on the first day of the test split,
 with their labels (no purchase in the horizon after that day).
-- models: each kind, and the champion, score those rows' features;
+- models: each kind, and the champion, score those rows' features; so does the mean of the three kinds'
+  probabilities, which the pipeline does not have (yet);
 - BG/NBD: fitted on every customer's purchase days up to that day (frequency = repeat purchase days,
   recency = first to last purchase day, T = first purchase day to the as-of day, in days). Two scores:
   P(no purchase in the horizon) = 1 - P(alive) + P(alive) ((alpha+T)/(alpha+T+h))^(r+x), which is the
@@ -166,6 +167,10 @@ def model_scores(data: dict, feature_set: str, seed: int, out_dir: Path) -> tupl
     evaluation = evaluation_rows(data, feature_set)[columns].to_numpy("float64")
     scores = {f"{m.kind} ({feature_set})": m.predict(evaluation) for m in models}
     scores[f"champion ({feature_set})"] = scores[f"{champion.kind} ({feature_set})"]
+    # Not a pipeline candidate (yet): the mean of the three probabilities, the next thing to build if it leads.
+    scores[f"mean of the three, not a candidate ({feature_set})"] = np.mean(
+        [scores[f"{m.kind} ({feature_set})"] for m in models], axis=0
+    )
     return scores, champion.kind
 
 
