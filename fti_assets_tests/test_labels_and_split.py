@@ -44,7 +44,7 @@ def test_days_whose_horizon_is_not_complete_get_no_label():
 
 def test_split_takes_test_then_validation_from_the_end():
     days = [f"2026-01-{d:02d}" for d in range(1, 31)]
-    periods = split_by_time(days, validation_days=5, test_days=3)
+    periods = split_by_time(days, validation_days=5, test_days=3, horizon_days=0)
     assert periods.test == ("2026-01-28", "2026-01-30")
     assert periods.validation == ("2026-01-23", "2026-01-27")
     assert periods.train == ("2026-01-01", "2026-01-22")
@@ -66,12 +66,12 @@ def test_split_purges_train_days_whose_labels_reach_validation():
     kept = labels[dataset_rows(labels, periods, stride_days=1)]
     assert kept["as_of_day"].tolist() == days[:18] + days[22:]
     # Without a horizon nothing is purged.
-    assert split_by_time(days, 5, 3).purged is None
+    assert split_by_time(days, 5, 3, horizon_days=0).purged is None
 
 
 def test_split_refuses_too_few_days_with_a_clear_message():
     with pytest.raises(ValueError, match="cannot hold 5 validation"):
-        split_by_time(["2026-01-01", "2026-01-02"], 5, 5)
+        split_by_time(["2026-01-01", "2026-01-02"], 5, 5, horizon_days=0)
     days = [f"2026-01-{d:02d}" for d in range(1, 11)]
     with pytest.raises(ValueError, match="no training day is left.*30-day label horizon"):
         split_by_time(days, 3, 3, horizon_days=30)

@@ -29,7 +29,7 @@ class SplitPeriods:
         return {name: f"{period[0]} .. {period[1]}" for name, period in self.__dict__.items() if period}
 
 
-def split_by_time(days: list[str], validation_days: int, test_days: int, horizon_days: int = 0) -> SplitPeriods:
+def split_by_time(days: list[str], validation_days: int, test_days: int, horizon_days: int) -> SplitPeriods:
     """The last ``test_days`` days test, the ``validation_days`` before them validation, and train the days
     whose labels are settled before validation begins.
 
