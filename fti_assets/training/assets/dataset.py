@@ -33,8 +33,7 @@ def build_training_dataset(settings: ProjectSettings) -> AssetsDefinition:
             f"validation / test; the train split keeps one example per customer every "
             f"{settings.split.train_stride_days} days, and none of the last {settings.label_horizon_days} days "
             "before validation, whose labels look into it (purged). Written once per content hash under "
-            "datasets/training/ "
-            "and never overwritten."
+            "datasets/training/ and never overwritten."
         ),
     )
     def training_dataset(context: AssetExecutionContext, lake: LakeResource, feast: FeastResource):
