@@ -12,14 +12,14 @@ days leave 80 days of settled train labels before a test day 130 days in); only 
 the code. Each goes
 through the project's own pure functions: standardized transactions -> customer features (the columns of
 the feature service) -> churn labels -> the time split (train days whose labels reach validation purged)
-with the train stride -> the three candidate models with their asset configs' defaults, the champion being
-the best on validation PR-AUC (as candidate_model).
+with the train stride -> the candidate models with their asset configs' defaults (the three trained ones
+and the ensemble of some of them), the champion being the best on validation PR-AUC (as candidate_model).
 The point-in-time join is a plain join on (customer, day): a feature row's time is the label's time.
 
 Everyone is judged on the same rows: the customers of the population on the first day of the test split,
 with their labels (no purchase in the horizon after that day).
-- models: each kind, and the champion, score those rows' features; so does the mean of the three kinds'
-  probabilities, which the pipeline does not have (yet);
+- models: each kind (the ensemble: the mean of the members it picked on validation), and the champion, score
+  those rows' features;
 - BG/NBD: fitted on every customer's purchase days up to that day (frequency = repeat purchase days,
   recency = first to last purchase day, T = first purchase day to the as-of day, in days). Two scores:
   P(no purchase in the horizon) = 1 - P(alive) + P(alive) ((alpha+T)/(alpha+T+h))^(r+x), which is the
@@ -62,10 +62,10 @@ from fti_assets.ingestion.standardize import (  # noqa: E402
     standardize_transactions,
 )
 from fti_assets.settings import PROJECT_ROOT, ProjectSettings, load_settings  # noqa: E402
-from fti_assets.training.assets.candidates import HgbConfig, MlpConfig, SklearnConfig  # noqa: E402
+from fti_assets.training.assets.candidates import EnsembleConfig, HgbConfig, MlpConfig, SklearnConfig  # noqa: E402
 from fti_assets.training.dataset import assign_split, dataset_rows, split_by_time  # noqa: E402
 from fti_assets.training.labels import compute_churn_labels, label_days  # noqa: E402
-from fti_assets.training.models import train_hgb, train_mlp, train_sklearn_baseline  # noqa: E402
+from fti_assets.training.models import best_average, train_hgb, train_mlp, train_sklearn_baseline  # noqa: E402
 
 BOOTSTRAP = 200
 CEILING = "ceiling: Bayes posterior of the simulator's process"
@@ -163,15 +163,14 @@ def model_scores(data: dict, feature_set: str, seed: int, out_dir: Path) -> tupl
             learning_rate=mlp.learning_rate,
         ),
     ]
+    ensemble, _ = best_average(models, xv, yv, out_dir / "ensemble", seed=EnsembleConfig().seed)
+    models.append(ensemble)
     champion = max(models, key=lambda m: average_precision_score(yv, m.predict(xv)))
     evaluation = evaluation_rows(data, feature_set)[columns].to_numpy("float64")
     scores = {f"{m.kind} ({feature_set})": m.predict(evaluation) for m in models}
     scores[f"champion ({feature_set})"] = scores[f"{champion.kind} ({feature_set})"]
-    # Not a pipeline candidate (yet): the mean of the three probabilities, the next thing to build if it leads.
-    scores[f"mean of the three, not a candidate ({feature_set})"] = np.mean(
-        [scores[f"{m.kind} ({feature_set})"] for m in models], axis=0
-    )
-    return scores, champion.kind
+    name = champion.kind if champion is not ensemble else f"ensemble {ensemble.params['members']}"
+    return scores, name
 
 
 def bgnbd_scores(transactions: pd.DataFrame, as_of: str, customers: pd.Series, horizon: int) -> dict[str, np.ndarray]:

@@ -51,7 +51,13 @@ JOBS = {
     "reference_data_job": AssetSelection.assets("raw_customers", "feature_definitions"),
     "features_job": AssetSelection.assets("customer_features", "churn_labels"),
     "training_job": AssetSelection.assets(
-        "training_dataset", "sklearn_model", "hgb_model", "mlp_model", "candidate_model", "champion_model"
+        "training_dataset",
+        "sklearn_model",
+        "hgb_model",
+        "mlp_model",
+        "ensemble_model",
+        "candidate_model",
+        "champion_model",
     ),
     "online_features_job": AssetSelection.assets("online_features", "training_serving_skew"),
     "batch_inference_job": AssetSelection.assets("churn_predictions"),

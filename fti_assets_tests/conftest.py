@@ -42,7 +42,10 @@ def small_drift_settings(data_dir: Path, **overrides) -> ProjectSettings:
     days = 130 + 14 + 10 + 3
     values = dict(
         simulator={
-            "n_customers": 600,
+            # The loop's scenario needs a retrain that clearly wins. With 600 customers the candidates were
+            # within noise: the pick on validation (an average of two models, ahead by 0.0004 PR-AUC) trailed
+            # the champion on the test days by 0.011, and the gates rightly kept the champion.
+            "n_customers": 800,
             "days": days,
             "start": "2026-01-01",
             "seed": 5,

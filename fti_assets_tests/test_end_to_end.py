@@ -153,11 +153,35 @@ def test_models_are_in_mlflow_and_the_champion_carries_its_contract(e2e):
     assert champion.tags["training_dataset_version"] == seen["training_dataset"]["dataset_version"]
     assert float(champion.tags["test_roc_auc"]) > 0.6
     compared = seen["candidate_model"]["compared"]
-    assert set(compared) == {"sklearn", "hgb", "mlp"}
+    assert set(compared) == {"sklearn", "hgb", "mlp", "ensemble"}
     # Each candidate says what its scores draw on: one importance entry per feature.
     features = seen["training_dataset"]["feature_refs"]
-    for kind in ("sklearn_model", "hgb_model", "mlp_model"):
+    for kind in ("sklearn_model", "hgb_model", "mlp_model", "ensemble_model"):
         assert len([k for k in seen[kind] if k.startswith("importance/")]) == len(features), kind
+
+
+def test_the_ensemble_in_mlflow_scores_the_mean_of_the_members_it_names(e2e):
+    """The ensemble picked its members on validation and carries their weights: loaded from MLflow alone, it
+    scores as the mean of those members' own logged models."""
+    import mlflow
+    import numpy as np
+
+    from fti_assets.definitions import build_resources
+    from fti_assets.training.models import mean_in_order
+
+    settings, _, seen, _ = e2e
+    ensemble = seen["ensemble_model"]
+    assert set(ensemble["compared"]) == {"sklearn+hgb", "sklearn+mlp", "hgb+mlp", "sklearn+hgb+mlp"}
+    assert ensemble["members"] in ensemble["compared"]
+    meta = seen["training_dataset"]
+    dataset = pd.read_parquet(settings.path("datasets", "training", f"{meta['dataset_version']}.parquet"))
+    columns = [ref.split(": ", 1)[1] for ref in meta["feature_refs"]]
+    rows = dataset.loc[dataset["split"] == "test", columns].astype("float64").head(500)
+    mlflow.set_tracking_uri(build_resources(settings)["registry"].tracking_uri)
+    members = [mlflow.pyfunc.load_model(seen[f"{kind}_model"]["model_uri"]) for kind in ensemble["members"].split("+")]
+    expected = mean_in_order([np.asarray(member.predict(rows), dtype="float64") for member in members])
+    scores = mlflow.pyfunc.load_model(ensemble["model_uri"]).predict(rows)
+    np.testing.assert_allclose(scores, expected, rtol=1e-12, atol=0)
 
 
 def test_predictions_cover_every_active_customer_of_every_day_once(e2e):

@@ -16,8 +16,12 @@ from fti_assets.training.evaluation import (
     permutation_importance,
 )
 from fti_assets.training.models import (
+    average_members,
+    best_average,
     best_f1_threshold,
     classification_metrics,
+    mean_in_order,
+    ranking_metrics,
     train_hgb,
     train_mlp,
     train_sklearn_baseline,
@@ -41,7 +45,7 @@ def test_sklearn_baseline_learns_and_saves_what_the_scorer_loads(tmp_path):
     metrics = classification_metrics(y, model.predict(x), 0.5)
     assert metrics["roc_auc"] > 0.75
     assert json.loads(model.spec_path.read_text()) == {"kind": "sklearn", "features": FEATURES}
-    assert model.weights_path.exists()
+    assert model.weights["weights"].exists()
 
 
 def nonlinear(n=4000, seed=0):
@@ -78,7 +82,7 @@ def test_hgb_training_is_reproducible_for_a_seed(tmp_path):
     other = train_hgb(x, y, xv, yv, FEATURES, tmp_path / "c", seed=4, **kwargs)
     np.testing.assert_array_equal(first.predict(x), second.predict(x))
     assert not np.array_equal(first.predict(x), other.predict(x))
-    assert first.weights_path.read_bytes() == second.weights_path.read_bytes()
+    assert first.weights["weights"].read_bytes() == second.weights["weights"].read_bytes()
 
 
 def test_permutation_importance_finds_the_one_feature_that_carries_the_signal(tmp_path):
@@ -182,6 +186,87 @@ def test_the_stored_scorer_gives_the_training_scores(tmp_path):
         np.testing.assert_allclose(scorer.predict(None, frame), model.predict(x), rtol=1e-5, atol=1e-6)
         # The online service's entry point: a float matrix, one row at a time too.
         np.testing.assert_allclose(scorer.predict_matrix(x[:1]), model.predict(x[:1]), rtol=1e-5, atol=1e-6)
+
+
+def small_mlp(x, y, out_dir, seed=1):
+    return train_mlp(
+        x,
+        y,
+        x,
+        y,
+        FEATURES,
+        out_dir,
+        seed=seed,
+        device="cpu",
+        hidden=[8],
+        max_epochs=3,
+        patience=1,
+        batch_size=512,
+        learning_rate=1e-2,
+    )
+
+
+def test_an_ensemble_serves_the_mean_of_its_members_from_its_own_files(tmp_path):
+    """The stored scorer of an ensemble loads its copies of the members' weights and scores each row as the mean
+    of the members' scores, summed in member order, bit for bit."""
+    import shutil
+
+    from mlflow.pyfunc import PythonModelContext
+
+    from fti_assets.training.assets.common import pip_requirements
+    from fti_assets.training.scorer import ChurnScorer
+
+    x, y = synthetic()
+    members = [
+        train_sklearn_baseline(x, y, FEATURES, tmp_path / "members" / "s", seed=1),
+        train_hgb(x, y, x, y, FEATURES, tmp_path / "members" / "h", seed=1, max_iter=30),
+        small_mlp(x, y, tmp_path / "members" / "m"),
+    ]
+    ensemble = average_members(members, tmp_path / "ensemble", seed=3)
+    assert ensemble.kind == "ensemble" and ensemble.params == {"members": "sklearn+hgb+mlp", "seed": 3}
+    member_scorers = []
+    for member in members:
+        scorer = ChurnScorer()
+        scorer.load_context(PythonModelContext(artifacts=member.artifacts, model_config={}))
+        member_scorers.append(scorer)
+    x[::9, 2] = np.nan  # missing values count as 0, as in predict
+    expected = mean_in_order([scorer.predict_matrix(x) for scorer in member_scorers])
+    shutil.rmtree(tmp_path / "members")  # serving needs only the ensemble's own files
+    scorer = ChurnScorer()
+    scorer.load_context(PythonModelContext(artifacts=ensemble.artifacts, model_config={}))
+    assert set(ensemble.artifacts) == {"model_json", "weights_0", "weights_1", "weights_2"}
+    np.testing.assert_array_equal(scorer.predict_matrix(x), expected)
+    # One row (the online service's call) scores as its members score that row, summed the same way.
+    for row in range(0, len(x), 97):
+        one = x[row : row + 1]
+        assert scorer.predict_matrix(one)[0] == mean_in_order([s.predict_matrix(one) for s in member_scorers])[0]
+    frame = pd.DataFrame(x, columns=FEATURES).assign(extra="ignored")
+    np.testing.assert_array_equal(scorer.predict(None, frame), expected)
+    # What training evaluates the ensemble with: the members' own predict, the same scores to rounding.
+    np.testing.assert_allclose(ensemble.predict(np.nan_to_num(x)), expected, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(expected, member_scorers[0].predict_matrix(x))
+    requirements = {r.split("==")[0] for r in pip_requirements(ensemble.spec)}
+    assert {"torch", "scikit-learn", "mlflow"} <= requirements
+    assert "torch" not in {r.split("==")[0] for r in pip_requirements(members[1].spec)}
+
+    other = train_sklearn_baseline(x[:, :2], y, FEATURES[:2], tmp_path / "two", seed=1)
+    with pytest.raises(ValueError, match="different features"):
+        average_members([members[0], other], tmp_path / "mixed", seed=3)
+
+
+def test_the_ensemble_averages_the_members_with_the_best_validation_pr_auc(tmp_path):
+    x, y = synthetic()
+    x_val, y_val = synthetic(seed=1)
+    good_linear = train_sklearn_baseline(x, y, FEATURES, tmp_path / "s", seed=1)
+    good_mlp = small_mlp(x, y, tmp_path / "m")
+    backwards = train_sklearn_baseline(x, 1 - y, FEATURES, tmp_path / "b", seed=1)  # ranks churners last
+    ensemble, compared = best_average([good_linear, good_mlp, backwards], x_val, y_val, tmp_path / "e", seed=1)
+    assert list(compared) == ["sklearn+mlp", "sklearn+sklearn", "mlp+sklearn", "sklearn+mlp+sklearn"]
+    assert ensemble.params["members"] == "sklearn+mlp"
+    assert compared["sklearn+mlp"] == max(compared.values()) > compared["sklearn+mlp+sklearn"]
+    pair = mean_in_order([good_linear.predict(x_val), good_mlp.predict(x_val)])
+    assert compared["sklearn+mlp"] == ranking_metrics(y_val, pair)["pr_auc"]
+    np.testing.assert_array_equal(ensemble.predict(x_val), pair)
 
 
 def test_metrics_and_threshold():

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fti_assets.training.scorer import binned_tree_scores, build_network
+from fti_assets.training.scorer import ENSEMBLE, binned_tree_scores, build_network
 
 
 @dataclass
@@ -20,7 +22,8 @@ class TrainedModel:
     kind: str
     params: dict
     spec: dict
-    weights_path: Path
+    # The scorer's weight artifacts by name: "weights", or an ensemble's "weights_0", "weights_1", ...
+    weights: dict[str, Path]
     spec_path: Path
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     train_seconds: float = 0.0
@@ -29,7 +32,7 @@ class TrainedModel:
 
     @property
     def artifacts(self) -> dict[str, str]:
-        return {"model_json": str(self.spec_path), "weights": str(self.weights_path)}
+        return {"model_json": str(self.spec_path), **{name: str(path) for name, path in self.weights.items()}}
 
 
 def ranking_metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
@@ -89,7 +92,7 @@ def train_sklearn_baseline(
     out_dir.mkdir(parents=True, exist_ok=True)
     weights.write_bytes(pickle.dumps(estimator))
     spec = {"kind": "sklearn", "features": features}
-    model = TrainedModel("sklearn", {"C": c, "seed": seed}, spec, weights, _write_spec(out_dir, spec))
+    model = TrainedModel("sklearn", {"C": c, "seed": seed}, spec, {"weights": weights}, _write_spec(out_dir, spec))
     model.train_seconds = time.perf_counter() - started
     model.predict = lambda x: estimator.predict_proba(x)[:, 1]  # type: ignore[attr-defined]
     return model
@@ -152,7 +155,7 @@ def train_hgb(
         "best_trees": int(np.argmax(estimator.validation_score_)),
         "seed": seed,
     }
-    model = TrainedModel("hgb", params, spec, weights, _write_spec(out_dir, spec))
+    model = TrainedModel("hgb", params, spec, {"weights": weights}, _write_spec(out_dir, spec))
     model.train_seconds = time.perf_counter() - started
     # The scorer's own path: validation, test and permutation importance score as serving will.
     model.predict = binned_tree_scores(estimator) or (lambda x: estimator.predict_proba(x)[:, 1])  # type: ignore[attr-defined]
@@ -251,7 +254,9 @@ def train_mlp(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
     }
-    model = TrainedModel("mlp", {**params, "seed": seed, "device": device}, spec, weights, _write_spec(out_dir, spec))
+    model = TrainedModel(
+        "mlp", {**params, "seed": seed, "device": device}, spec, {"weights": weights}, _write_spec(out_dir, spec)
+    )
     model.train_seconds = time.perf_counter() - started
     model.history = history
 
@@ -262,3 +267,53 @@ def train_mlp(
 
     model.predict = predict  # type: ignore[attr-defined]
     return model
+
+
+def mean_in_order(scores: list[np.ndarray]) -> np.ndarray:
+    """The mean of score arrays, summed in list order as the scorer sums an ensemble's members."""
+    total = scores[0]
+    for more in scores[1:]:
+        total = total + more
+    return total / len(scores)
+
+
+def average_members(members: list[TrainedModel], out_dir: Path, seed: int) -> TrainedModel:
+    """One model whose churn probability is the mean of the members' probabilities; the members were trained on
+    the same dataset and score the same features in the same order. Its files: a spec listing the members' specs,
+    and a copy of each member's weights, so that it serves without them.
+
+    Models that err in different ways (trees' thresholds, the linear model's smooth trend, the MLP's
+    interactions) can average to a better ranking than the best of them; bench/model_quality.py measures it.
+    ``seed`` seeds what is drawn in evaluating it (permutation importance), as a trained model's seed does.
+    """
+    features = members[0].spec["features"]
+    if any(member.spec["features"] != features for member in members):
+        raise ValueError(f"the members of an ensemble score different features: {[m.kind for m in members]}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = {}
+    for i, member in enumerate(members):
+        source = member.weights["weights"]
+        weights[f"weights_{i}"] = Path(shutil.copyfile(source, out_dir / f"member_{i}_{source.name}"))
+    spec = {"kind": ENSEMBLE, "features": features, "members": [member.spec for member in members]}
+    kinds = [member.kind for member in members]
+    model = TrainedModel(
+        ENSEMBLE, {"members": "+".join(kinds), "seed": seed}, spec, weights, _write_spec(out_dir, spec)
+    )
+    model.predict = lambda x: mean_in_order([member.predict(x) for member in members])  # type: ignore[attr-defined]
+    return model
+
+
+def best_average(
+    members: list[TrainedModel], x_val: np.ndarray, y_val: np.ndarray, out_dir: Path, seed: int
+) -> tuple[TrainedModel, dict[str, float]]:
+    """Of the means of two or more of ``members`` (see average_members), the one with the best validation PR-AUC
+    (the fewest members on a tie); and every mean's validation PR-AUC, by its members' kinds."""
+    scores = [member.predict(x_val) for member in members]
+    compared = {}
+    for size in range(2, len(members) + 1):
+        for subset in itertools.combinations(range(len(members)), size):
+            pr_auc = ranking_metrics(y_val, mean_in_order([scores[i] for i in subset]))["pr_auc"]
+            compared["+".join(members[i].kind for i in subset)] = (pr_auc, subset)
+    name = max(compared, key=lambda key: np.nan_to_num(compared[key][0], nan=-np.inf))
+    chosen = [members[i] for i in compared[name][1]]
+    return average_members(chosen, out_dir, seed), {key: value for key, (value, _) in compared.items()}

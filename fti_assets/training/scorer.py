@@ -2,7 +2,8 @@
 
 Self-contained on purpose: it imports no project module, so inference loads a model from the
 registry without importing the training pipeline. Artifacts: ``model.json`` (kind, feature order,
-threshold) and the weights: a pickled scikit-learn estimator (``sklearn.pkl``, ``hgb.pkl``) or ``mlp.pt``.
+threshold) and the weights: a pickled scikit-learn estimator (``sklearn.pkl``, ``hgb.pkl``) or ``mlp.pt``. An
+ensemble's ``model.json`` lists its members' specs, and member i's weights are the artifact ``weights_i``.
 """
 
 import json
@@ -15,6 +16,8 @@ from mlflow.pyfunc import PythonModel
 
 # Model kinds whose weights are a pickled scikit-learn estimator with predict_proba.
 PICKLED_KINDS = ("sklearn", "hgb")
+# A model whose score is the mean of its members' probabilities.
+ENSEMBLE = "ensemble"
 # Up to this many rows, gradient-boosted trees are walked in numpy, all trees at once: scikit-learn walks them
 # one at a time, each a parallel call (10 ms for one row and 500 trees on one core, far more under contention).
 # Larger inputs amortise that and go through the trees on binned values (see binned_tree_scores); all paths give
@@ -37,10 +40,22 @@ def build_network(n_features: int, hidden: list[int]):
 class ChurnScorer(PythonModel):
     def load_context(self, context):
         with open(context.artifacts["model_json"]) as f:
-            self.spec = json.load(f)
-        self.features = self.spec["features"]
+            spec = json.load(f)
+        if spec["kind"] == ENSEMBLE:
+            self.spec, self.features = spec, spec["features"]
+            self.members = []
+            for i, member_spec in enumerate(spec["members"]):
+                member = ChurnScorer()
+                member.load(member_spec, context.artifacts[f"weights_{i}"])
+                self.members.append(member)
+        else:
+            self.load(spec, context.artifacts["weights"])
+
+    def load(self, spec: dict, weights: str) -> None:
+        """One model: its spec and its weights file."""
+        self.spec, self.features = spec, spec["features"]
         if self.spec["kind"] in PICKLED_KINDS:
-            with open(context.artifacts["weights"], "rb") as f:
+            with open(weights, "rb") as f:
                 self.estimator = pickle.load(f)
             self.linear = _scaled_logistic(self.estimator)
             self.trees = _tree_arrays(self.estimator)
@@ -48,7 +63,7 @@ class ChurnScorer(PythonModel):
         else:
             import torch
 
-            state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
+            state = torch.load(weights, map_location="cpu", weights_only=True)
             self.network = build_network(len(self.features), self.spec["hidden"])
             self.network.load_state_dict(state["network"])
             self.network.eval()
@@ -67,6 +82,12 @@ class ChurnScorer(PythonModel):
         The online service calls this: a one-row DataFrame costs more than scoring it.
         """
         x = np.where(np.isnan(x), 0.0, x)
+        if self.spec["kind"] == ENSEMBLE:
+            # Members share the ensemble's feature order; each row's mean depends on that row alone.
+            total = self.members[0].predict_matrix(x)
+            for member in self.members[1:]:
+                total = total + member.predict_matrix(x)
+            return total / len(self.members)
         if self.spec["kind"] in PICKLED_KINDS:
             if self.trees is not None and len(x) <= TREE_WALK_MAX_ROWS:
                 return _walk_trees(self.trees, x)

@@ -1,5 +1,6 @@
-"""The candidate models: a logistic-regression baseline, gradient-boosted trees and a PyTorch MLP, each logged
-to MLflow with its validation and test metrics, its permutation importance and the scorer that serves it."""
+"""The candidate models: a logistic-regression baseline, gradient-boosted trees, a PyTorch MLP and the mean of
+some of them, each logged to MLflow with its validation and test metrics, its permutation importance and the
+scorer that serves it."""
 
 import json
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from fti_assets.training.assets.common import (
 from fti_assets.training.evaluation import permutation_importance
 from fti_assets.training.models import (
     TrainedModel,
+    best_average,
     best_f1_threshold,
     classification_metrics,
     train_hgb,
@@ -55,6 +57,10 @@ class HgbConfig(Config):
     )
     patience: int = Field(default=20, ge=1, description="Trees without a better validation loss before stopping.")
     seed: int = 7
+
+
+class EnsembleConfig(Config):
+    seed: int = Field(default=7, description="Seed of the shuffles that measure the ensemble's permutation importance.")
 
 
 class MlpConfig(Config):
@@ -109,7 +115,7 @@ def evaluate_and_log(context, model: TrainedModel, dataset_info: dict) -> dict:
             signature=infer_signature(example, model.predict(example.to_numpy())),
             input_example=example,
             # Naming the requirements skips MLflow's slow requirement inference.
-            pip_requirements=pip_requirements(model.kind),
+            pip_requirements=pip_requirements(model.spec),
         )
     context.log.info(
         f"{model.kind}: validation PR-AUC {metrics['validation_pr_auc']:.3f}, "
@@ -272,3 +278,65 @@ def build_mlp_model(settings: ProjectSettings) -> AssetsDefinition:
         return output
 
     return mlp_model
+
+
+def logged_model(summary: dict, out_dir: Path) -> TrainedModel:
+    """A candidate as its asset logged it to MLflow (its summary names the model): the scorer's files, downloaded
+    (this step may run on another machine than the candidate's), and their scores through the stored scorer."""
+    import mlflow
+    from mlflow.models import Model
+    from mlflow.pyfunc import PythonModelContext
+
+    from fti_assets.training.scorer import ChurnScorer
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=summary["model_uri"], dst_path=str(out_dir)))
+    logged = Model.load(str(local)).flavors["python_function"]["artifacts"]
+    files = {name: local / entry["path"] for name, entry in logged.items()}
+    scorer = ChurnScorer()
+    scorer.load_context(
+        PythonModelContext(artifacts={name: str(path) for name, path in files.items()}, model_config={})
+    )
+    model = TrainedModel(summary["kind"], {}, scorer.spec, {"weights": files["weights"]}, files["model_json"])
+    model.predict = scorer.predict_matrix  # type: ignore[attr-defined]
+    return model
+
+
+def build_ensemble_model(settings: ProjectSettings) -> AssetsDefinition:
+    @asset(
+        name="ensemble_model",
+        group_name="training",
+        required_resource_keys={"mlflow", "registry"},
+        kinds={"scikitlearn", "pytorch", "mlflow"},
+        owners=OWNERS,
+        code_version=MODEL_CODE_VERSION,
+        description=(
+            "The mean of the churn probabilities of two or more of the trained candidates (logistic regression, "
+            "gradient-boosted trees, MLP): of every such mean, the one with the best validation PR-AUC. Logged to "
+            "MLflow as one model that carries its members' weights, so it serves like any candidate."
+        ),
+    )
+    def ensemble_model(
+        context: AssetExecutionContext,
+        config: EnsembleConfig,
+        training_dataset: dict,
+        sklearn_model: dict,
+        hgb_model: dict,
+        mlp_model: dict,
+    ):
+        out_dir = settings.path("models", f"ensemble-{context.run.run_id}")
+        # Summed in this order, here and by the scorer.
+        members = [logged_model(m, out_dir / "members" / m["kind"]) for m in (sklearn_model, hgb_model, mlp_model)]
+        x_val, y_val = split_arrays(training_dataset, "validation")
+        model, compared = best_average(members, x_val, y_val, out_dir / "model", seed=config.seed)
+        context.log.info(f"ensemble of {model.params['members']}; validation PR-AUC of each mean: {compared}")
+        summary = {**evaluate_and_log(context, model, training_dataset), "members": model.params["members"]}
+        output = model_output(context, summary)
+        output.metadata.update(
+            {
+                "members": model.params["members"],
+                "compared": MetadataValue.json({name: round(value, 4) for name, value in compared.items()}),
+            }
+        )
+        return output
+
+    return ensemble_model

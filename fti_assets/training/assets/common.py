@@ -10,7 +10,7 @@ from fti_assets.settings import PROJECT_ROOT
 
 OWNERS = ["team:ml"]
 LABELS = "churn_labels"
-MODEL_CODE_VERSION = "4"
+MODEL_CODE_VERSION = "5"
 # Where the PyTorch step runs when the steps are spread out (deploy/, fti_assets/scaleout.py); inert in process.
 # k8s_job_executor: a GPU limit, on a GPU node (node selector + the usual GPU-node taint tolerated).
 # celery_executor: the `gpu` queue, which only the GPU workers serve (scripts/workers.sh).
@@ -59,8 +59,17 @@ def test_rows(training_dataset: dict) -> pd.DataFrame:
     return readsplit_arrays(training_dataset, "test", columns).reset_index(drop=True)
 
 
-def pip_requirements(kind: str) -> list[str]:
+def pip_requirements(spec: dict) -> list[str]:
+    """What the scorer of a model spec imports: torch for an MLP, scikit-learn for the rest; an ensemble's
+    members' together."""
     from importlib.metadata import version
 
-    names = ["mlflow", "pandas", "numpy"] + (["torch"] if kind == "mlp" else ["scikit-learn"])
+    kinds = {member["kind"] for member in spec.get("members", [spec])}
+    names = [
+        "mlflow",
+        "pandas",
+        "numpy",
+        *(["torch"] if "mlp" in kinds else []),
+        *(["scikit-learn"] if kinds - {"mlp"} else []),
+    ]
     return [f"{name}=={version(name)}" for name in names]

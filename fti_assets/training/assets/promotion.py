@@ -83,10 +83,10 @@ def build_candidate_model(settings: ProjectSettings) -> AssetsDefinition:
             for name, text in GATE_CHECKS.items()
         ],
         description=(
-            "The best of the trained models (logistic regression, gradient-boosted trees, MLP) on the validation "
-            "period (PR-AUC), registered in MLflow as a new version with its feature service, feature schema hash, "
-            "training dataset version, code version and git commit, then judged by the promotion gates (blocking "
-            "checks) on its test period."
+            "The best of the trained models (logistic regression, gradient-boosted trees, MLP, the ensemble of "
+            "some of them) on the validation period (PR-AUC), registered in MLflow as a new version with its "
+            "feature service, feature schema hash, training dataset version, code version and git commit, then "
+            "judged by the promotion gates (blocking checks) on its test period."
         ),
     )
     def candidate_model(
@@ -98,10 +98,11 @@ def build_candidate_model(settings: ProjectSettings) -> AssetsDefinition:
         sklearn_model: dict,
         hgb_model: dict,
         mlp_model: dict,
+        ensemble_model: dict,
     ):
         import mlflow
 
-        trained = [sklearn_model, hgb_model, mlp_model]
+        trained = [sklearn_model, hgb_model, mlp_model, ensemble_model]
 
         # The registry's URI for everything below (loading the logged model, registering the version).
         mlflow.set_tracking_uri(registry.tracking_uri)
@@ -135,6 +136,7 @@ def build_candidate_model(settings: ProjectSettings) -> AssetsDefinition:
             "code_version": MODEL_CODE_VERSION,
             "git_commit": git_commit(),
             "model_kind": best["kind"],
+            **({"ensemble_members": best["members"]} if "members" in best else {}),
             "mlflow_run_id": best["run_id"],
             "gates": "passed" if gates["passed"] else f"failed: {gates['reason']}",
             "retrain_reason": context.run.tags.get(run_tags.RETRAIN_REASON, "scheduled or manual"),
