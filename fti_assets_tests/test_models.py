@@ -58,6 +58,13 @@ def nonlinear(n=4000, seed=0):
     return x, y
 
 
+def small_mlp(x, y, out_dir, x_val=None, y_val=None, **overrides):
+    """A quick MLP on the CPU, validated on its training rows unless told otherwise."""
+    settings = dict(seed=1, hidden=[8], max_epochs=3, patience=1, batch_size=512, learning_rate=1e-2)
+    validation = (x, y) if x_val is None else (x_val, y_val)
+    return train_mlp(x, y, *validation, FEATURES, out_dir, device="cpu", **{**settings, **overrides})
+
+
 def test_hgb_learns_a_nonlinear_signal_the_logistic_regression_cannot(tmp_path):
     x, y = nonlinear()
     xv, yv = nonlinear(1500, seed=1)
@@ -126,15 +133,12 @@ def test_mlp_stops_when_validation_stops_improving_and_keeps_the_best_epoch(tmp_
     xv = synthetic(800, seed=2)[0]
     yv = np.random.default_rng(3).integers(0, 2, len(xv))
     epochs = []
-    model = train_mlp(
+    model = small_mlp(
         x,
         y,
+        tmp_path,
         xv,
         yv,
-        FEATURES,
-        tmp_path,
-        seed=1,
-        device="cpu",
         hidden=[32],
         max_epochs=40,
         patience=2,
@@ -164,21 +168,7 @@ def test_the_stored_scorer_gives_the_training_scores(tmp_path):
     for model in (
         train_sklearn_baseline(x, y, FEATURES, tmp_path / "s", seed=1),
         train_hgb(x, y, x, y, FEATURES, tmp_path / "h", seed=1, max_iter=30),
-        train_mlp(
-            x,
-            y,
-            x,
-            y,
-            FEATURES,
-            tmp_path / "m",
-            seed=1,
-            device="cpu",
-            hidden=[8],
-            max_epochs=2,
-            patience=1,
-            batch_size=512,
-            learning_rate=1e-2,
-        ),
+        small_mlp(x, y, tmp_path / "m"),
     ):
         scorer = ChurnScorer()
         scorer.load_context(PythonModelContext(artifacts=model.artifacts, model_config={}))
@@ -186,24 +176,6 @@ def test_the_stored_scorer_gives_the_training_scores(tmp_path):
         np.testing.assert_allclose(scorer.predict(None, frame), model.predict(x), rtol=1e-5, atol=1e-6)
         # The online service's entry point: a float matrix, one row at a time too.
         np.testing.assert_allclose(scorer.predict_matrix(x[:1]), model.predict(x[:1]), rtol=1e-5, atol=1e-6)
-
-
-def small_mlp(x, y, out_dir, seed=1):
-    return train_mlp(
-        x,
-        y,
-        x,
-        y,
-        FEATURES,
-        out_dir,
-        seed=seed,
-        device="cpu",
-        hidden=[8],
-        max_epochs=3,
-        patience=1,
-        batch_size=512,
-        learning_rate=1e-2,
-    )
 
 
 def test_an_ensemble_serves_the_mean_of_its_members_from_its_own_files(tmp_path):
