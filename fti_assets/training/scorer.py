@@ -81,12 +81,15 @@ class ChurnScorer(PythonModel):
 
         The online service calls this: a one-row DataFrame costs more than scoring it.
         """
-        x = np.where(np.isnan(x), 0.0, x)
+        return self.score_filled(np.where(np.isnan(x), 0.0, x))
+
+    def score_filled(self, x: np.ndarray) -> np.ndarray:
+        """``predict_matrix`` on a matrix without NaN: an ensemble's members score the one copy it filled."""
         if self.spec["kind"] == ENSEMBLE:
             # Members share the ensemble's feature order; each row's mean depends on that row alone.
-            total = self.members[0].predict_matrix(x)
+            total = self.members[0].score_filled(x)
             for member in self.members[1:]:
-                total = total + member.predict_matrix(x)
+                total = total + member.score_filled(x)
             return total / len(self.members)
         if self.spec["kind"] in PICKLED_KINDS:
             if self.trees is not None and len(x) <= TREE_WALK_MAX_ROWS:
