@@ -17,7 +17,8 @@ from fti_assets.training.scorer import ENSEMBLE, binned_tree_scores, build_netwo
 
 @dataclass
 class TrainedModel:
-    """A fitted model, its scores on validation and test, and the files its scorer loads."""
+    """A fitted model, the files its scorer loads, and (set by each trainer) ``predict``: churn probabilities of a
+    feature matrix."""
 
     kind: str
     params: dict
@@ -25,7 +26,6 @@ class TrainedModel:
     # The scorer's weight artifacts by name: "weights", or an ensemble's "weights_0", "weights_1", ...
     weights: dict[str, Path]
     spec_path: Path
-    scores: dict[str, np.ndarray] = field(default_factory=dict)
     train_seconds: float = 0.0
     # One record per epoch (loss, validation loss, seconds, rows/s) for iterative models.
     history: list[dict] = field(default_factory=list)
